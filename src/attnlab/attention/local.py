@@ -1,0 +1,95 @@
+"""`local`: sliding-window attention — each query attends only to keys within `window` positions.
+
+Causal: the `window` keys ending at the query (Mistral, Longformer's causal band). Bidirectional:
+keys less than `window` away on either side (`2 * window - 1` keys). Equal to `full` when the
+window covers the sequence.
+
+Computed block by block, never by masking an n x n matrix: queries are cut into blocks of
+`window` positions; block j reads one window of keys around it as a strided view (`unfold`), so
+scores take (B, H, n/w, w, w + 2(w - 1)) memory: O(n * w) instead of O(n^2). With a KV cache, only
+the last `window - 1` keys are retained between decoding steps.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from attnlab.attention.base import Attention, Capabilities
+from attnlab.attention.masks import keep_mask, masked_softmax
+from attnlab.attention.registry import register
+from attnlab.errors import ConfigError
+
+
+@register("local")
+class LocalAttention(Attention):
+    """Sliding-window softmax attention in O(n * window) time and memory.
+
+    Args:
+        window: keys within this distance are seen (causal: the `window` most recent keys,
+            the query's own included).
+        scale: softmax temperature; default 1 / sqrt(head_dim).
+        dropout: dropout on the attention weights while training.
+    """
+
+    capabilities = Capabilities(causal=True, padding_mask=True, cross=False, kv_cache=True,
+                                bias=True, weights=True, exact=False,
+                                permutation_equivariant=False)
+
+    def __init__(self, *, window: int = 128, scale: float | None = None, dropout: float = 0.0):
+        super().__init__(scale=scale, dropout=dropout)
+        if not isinstance(window, int) or window < 1:
+            raise ConfigError(f"attention 'local': window must be an integer >= 1, got {window!r}")
+        self.window = window
+        self.cache_keep = window - 1
+
+    def extra_repr(self) -> str:
+        return f"window={self.window}"
+
+    def attended_keys(self, n_queries: int, n_keys: int, causal: bool) -> float:
+        w = min(self.window, n_keys)
+        return float(w + (w - 1) * (1 if causal else 2))
+
+    def attend(self, q, k, v, *, causal, key_padding_mask, bias, need_weights):
+        B, H, Tq, Dh = q.shape
+        Tk = k.shape[2]
+        if Tq > Tk:
+            raise ValueError(f"local attention needs Tq <= Tk, got {Tq} > {Tk}")
+        off = Tk - Tq  # queries are the last Tq key positions
+        w = min(self.window, Tk)  # a window past the sequence is the whole sequence
+        b = w  # block size: a query block then needs one key block on each side, no more
+        left, right = w - 1, (0 if causal else w - 1)
+        span = b + left + right  # keys read per query block
+        nb = -(-Tq // b)
+        pad_q = nb * b - Tq
+        pad_r = pad_q + right  # so that the last window ends inside the padded keys
+
+        qb = F.pad(q, (0, 0, 0, pad_q)).view(B, H, nb, b, Dh)  # (B, H, nb, b, Dh)
+        # Key position p sits at index p + left of the padded keys; block j's window starts at
+        # index off + j * b. unfold gives (B, H, nb, Dh, span) as a view of the padded keys.
+        kw = F.pad(k, (0, 0, left, pad_r))[:, :, off:].unfold(2, span, b)
+        vw = F.pad(v, (0, 0, left, pad_r))[:, :, off:].unfold(2, span, b)
+
+        starts = off + b * torch.arange(nb, device=q.device)  # first query position per block
+        q_idx = starts[:, None] + torch.arange(b, device=q.device)  # (nb, b)
+        k_idx = starts[:, None] - left + torch.arange(span, device=q.device)  # (nb, span)
+        # Padding keys beyond [0, Tk) are masked like padded tokens.
+        real = (k.new_ones(B, Tk, dtype=torch.bool) if key_padding_mask is None
+                else key_padding_mask)
+        real = F.pad(real, (left, pad_r), value=False)[:, off:].unfold(1, span, b)  # (B, nb, span)
+        keep = keep_mask(q_idx, k_idx, causal=causal, window=w, key_padding_mask=real)
+
+        scores = (qb @ kw) * self.softmax_scale(Dh)  # (B, H, nb, b, span)
+        if bias is not None:
+            scores = scores + bias(q_idx, k_idx)
+        weights = masked_softmax(scores, keep)
+        dropped = F.dropout(weights, self.dropout, self.training) if self.dropout else weights
+        out = (dropped @ vw.transpose(-1, -2)).reshape(B, H, nb * b, Dh)[:, :, :Tq]
+
+        dense = None
+        if need_weights:  # an explicit request: scatter the bands into (B, H, Tq, Tk)
+            index = (k_idx + left).expand(B, H, nb, b, span)
+            dense = weights.new_zeros(B, H, nb, b, left + Tk + pad_r)
+            dense = dense.scatter_add(-1, index, weights)[..., left:left + Tk]
+            dense = dense.reshape(B, H, nb * b, Tk)[:, :, :Tq]
+        return out, dense

@@ -1,0 +1,154 @@
+"""What every architecture shares: a stack of Blocks built from a config, its decoding cache,
+weight initialization and the parameter / FLOP accounting behind the uniform model API."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.attention.multihead import MultiHeadAttention
+from attnlab.errors import AttnlabError
+from attnlab.layers.block import Block
+from attnlab.layers.feedforward import FeedForward
+from attnlab.layers.norms import build_norm
+from attnlab.models.config import TransformerConfig
+
+
+class StackCache(list):
+    """Per-layer (self-attention cache, cross-attention cache or None) pairs of one stack."""
+
+    @property
+    def seen(self) -> int:
+        """Tokens decoded so far: the position of the next one."""
+        return self[0][0].seen if self else 0
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows `index` in every layer's cache (beam search)."""
+        for self_cache, cross_cache in self:
+            self_cache.reorder(index)
+            if cross_cache is not None:
+                cross_cache.reorder(index)
+
+
+class TransformerStack(nn.Module):
+    """`n_layers` Blocks made from `config` (with cross-attention for a decoder), then the final
+    norm when the config asks for one."""
+
+    def __init__(self, config: TransformerConfig, n_layers: int, *, cross: bool = False):
+        super().__init__()
+        c = config
+
+        def mha():
+            return MultiHeadAttention(c.d_model, c.n_heads, n_kv_heads=c.n_kv_heads,
+                                      attention=c.attention,
+                                      attention_options=dict(c.attention_options), bias=c.bias)
+
+        def cross_mha():  # cross-attention stays full softmax: it is not the quadratic part
+            return MultiHeadAttention(c.d_model, c.n_heads, n_kv_heads=c.n_kv_heads, bias=c.bias)
+
+        def norm():
+            return build_norm(c.norm, c.d_model, c.norm_eps, bias=c.bias)
+
+        self.blocks = nn.ModuleList(
+            Block(mha(), FeedForward(c.d_model, c.ffn_dim, c.activation, c.dropout, c.bias), norm,
+                  cross_attn=cross_mha() if cross else None, norm_first=c.norm_first,
+                  dropout=c.dropout)
+            for _ in range(n_layers)
+        )
+        self.norm = norm() if c.use_final_norm else nn.Identity()
+
+    def new_cache(self) -> StackCache:
+        return StackCache(
+            (blk.self_attn.new_cache(),
+             blk.cross_attn.new_cache(cross=True) if blk.cross_attn is not None else None)
+            for blk in self.blocks
+        )
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        causal: bool = False,
+        key_padding_mask: Tensor | None = None,
+        memory: Tensor | None = None,
+        memory_key_padding_mask: Tensor | None = None,
+        positional=None,
+        cache: StackCache | None = None,
+    ) -> Tensor:
+        for i, block in enumerate(self.blocks):
+            self_cache, cross_cache = cache[i] if cache is not None else (None, None)
+            x = block(x, causal=causal, key_padding_mask=key_padding_mask, memory=memory,
+                      memory_key_padding_mask=memory_key_padding_mask, positional=positional,
+                      cache=self_cache, cross_cache=cross_cache)
+        return self.norm(x)
+
+    def forward_flops(self, n_tokens: int, *, causal: bool, n_memory: int | None = None) -> float:
+        """Matmul FLOPs of one forward over `n_tokens` (cross-attending `n_memory` tokens)."""
+        flops = n_tokens * linear_flops(self)
+        for block in self.blocks:
+            flops += attention_flops(block.self_attn, n_tokens, n_tokens, causal)
+            if block.cross_attn is not None:
+                flops += attention_flops(block.cross_attn, n_tokens, n_memory, False)
+        return flops
+
+
+def linear_flops(module: nn.Module) -> float:
+    """2 * weights of every nn.Linear inside: the matmul FLOPs of running it on one token."""
+    return 2.0 * sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Linear))
+
+
+def attention_flops(mha: MultiHeadAttention, n_queries: int, n_keys: int, causal: bool) -> float:
+    """Scores (Q K^T) and weighted sum (A V): 2 * 2 * d_model FLOPs per (query, scored key)."""
+    return 4.0 * mha.d_model * n_queries * mha.attn.attended_keys(n_queries, n_keys, causal)
+
+
+def check_tokens(idx: Tensor, vocab_size: int, what: str = "token ids") -> None:
+    """Token ids must be integers in [0, vocab_size): say so instead of an index error."""
+    if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise AttnlabError(f"{what} must be an integer tensor, got {idx.dtype}")
+    if idx.dim() != 2:
+        raise AttnlabError(f"{what} must be shaped (batch, length), got {tuple(idx.shape)}")
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= vocab_size):
+        raise AttnlabError(f"{what} must lie in [0, {vocab_size}), got range "
+                           f"[{int(idx.min())}, {int(idx.max())}]")
+
+
+def init_gpt2_(model: nn.Module, n_residual_layers: int) -> None:
+    """GPT-2 initialization: N(0, 0.02) weights, zero biases, and the projections that write
+    into the residual stream scaled by 1/sqrt(2 * layers) so its variance does not grow."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+    std = 0.02 / math.sqrt(2 * n_residual_layers)
+    for m in model.modules():
+        if isinstance(m, MultiHeadAttention):
+            nn.init.normal_(m.out_proj.weight, std=std)
+        elif isinstance(m, FeedForward):
+            nn.init.normal_(m.fc2.weight, std=std)
+
+
+class ModelInfo:
+    """Parameter count and FLOP estimate, shared by every model."""
+
+    def num_parameters(self, *, trainable_only: bool = False) -> int:
+        """Parameters, each shared (tied) tensor counted once."""
+        params = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
+        return sum(p.numel() for p in params.values())
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Forward matmul FLOPs per token at sequence length `seq_len` (training: about 3x).
+
+        Counts every linear layer and the attention scores and sums as computed by the model's
+        mechanism (dense mechanisms score every key, causal or not, as the kernels do).
+        """
+        return self.forward_flops(seq_len) / seq_len
+
+    def forward_flops(self, seq_len: int) -> float:
+        raise NotImplementedError(f"{type(self).__name__} must implement forward_flops()")
+
