@@ -83,6 +83,8 @@ class Attention(nn.Module):
     capabilities: ClassVar[Capabilities]
     #: How many past keys a KV cache must keep for the next step; None keeps them all.
     cache_keep: int | None = None
+    #: The backward pass is a surrogate (straight-through), not the forward's true gradient.
+    straight_through: ClassVar[bool] = False
 
     def __init__(self, scale: float | None = None, dropout: float = 0.0):
         super().__init__()

@@ -38,6 +38,7 @@ class HardAttention(Attention):
     capabilities = Capabilities(causal=True, padding_mask=True, cross=True, kv_cache=True,
                                 bias=True, weights=True, exact=False,
                                 permutation_equivariant=True)
+    straight_through = True
 
     def __init__(self, *, k: int = 1, gumbel: bool = False, tau: float = 1.0,
                  scale: float | None = None):
@@ -73,5 +74,5 @@ class HardAttention(Attention):
         hard = torch.zeros_like(scores).scatter_(-1, top, picked)
         hard = hard / hard.sum(-1, keepdim=True).clamp(min=1.0)
 
-        weights = hard + soft - soft.detach()  # forward: hard; backward: softmax's gradient
+        weights = hard + (soft - soft.detach())  # forward: exactly hard; backward: softmax
         return weights @ v, (weights if need_weights else None)

@@ -88,7 +88,7 @@ class LocalAttention(Attention):
 
         dense = None
         if need_weights:  # an explicit request: scatter the bands into (B, H, Tq, Tk)
-            index = (k_idx + left).expand(B, H, nb, b, span)
+            index = (k_idx + left)[:, None, :].expand(B, H, nb, b, span)
             dense = weights.new_zeros(B, H, nb, b, left + Tk + pad_r)
             dense = dense.scatter_add(-1, index, weights)[..., left:left + Tk]
             dense = dense.reshape(B, H, nb * b, Tk)[:, :, :Tq]

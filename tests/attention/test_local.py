@@ -1,0 +1,82 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attnlab.attention import build
+from attnlab.attention.masks import dense_keep_mask, masked_softmax
+from attnlab.layers import ALiBiPositional
+from tests.helpers import LargestTensor
+
+
+def banded_reference(q, k, v, window, *, causal, key_padding_mask=None, bias=None):
+    """Dense twin: full softmax attention with every key outside the band masked."""
+    Tq, Tk = q.shape[2], k.shape[2]
+    keep = dense_keep_mask(Tq, Tk, causal=causal, window=window,
+                           key_padding_mask=key_padding_mask)
+    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    if bias is not None:
+        scores = scores + bias(torch.arange(Tk - Tq, Tk), torch.arange(Tk))
+    w = masked_softmax(scores, keep)
+    return w @ v, w
+
+
+@settings(max_examples=60, deadline=None)
+@given(T=st.integers(1, 40), window=st.integers(1, 12), causal=st.booleans(),
+       biased=st.booleans(), data=st.data())
+def test_equals_banded_dense_reference(T, window, causal, biased, data):
+    B, H, Dh = 2, 2, 4
+    q, k, v = torch.randn(3, B, H, T, Dh).unbind(0)
+    bits = data.draw(st.lists(st.booleans(), min_size=B * T, max_size=B * T))
+    mask = torch.tensor(bits).view(B, T)
+    bias = ALiBiPositional(H).attention_bias if biased else None
+    out, w = build("local", window=window)(q, k, v, causal=causal, key_padding_mask=mask,
+                                           bias=bias, need_weights=True)
+    ref, ref_w = banded_reference(q, k, v, window, causal=causal, key_padding_mask=mask,
+                                  bias=bias)
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert torch.allclose(w, ref_w, atol=1e-6)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("window", [17, 40])
+def test_window_covering_the_sequence_equals_full(causal, window):
+    q, k, v = torch.randn(3, 2, 3, 17, 8).unbind(0)
+    mask = torch.ones(2, 17, dtype=torch.bool)
+    mask[1, 12:] = False
+    out, _ = build("local", window=window)(q, k, v, causal=causal, key_padding_mask=mask)
+    ref, _ = build("full")(q, k, v, causal=causal, key_padding_mask=mask)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_sees_exactly_its_window():
+    q, k, v = torch.randn(3, 1, 1, 12, 4).unbind(0)
+    _, w = build("local", window=3)(q, k, v, causal=True, need_weights=True)
+    seen = w[0, 0] > 0
+    for i in range(12):
+        assert seen[i].nonzero().flatten().tolist() == list(range(max(0, i - 2), i + 1))
+    _, w = build("local", window=3)(q, k, v, causal=False, need_weights=True)
+    seen = w[0, 0] > 0
+    assert seen[5].nonzero().flatten().tolist() == [3, 4, 5, 6, 7]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_memory_is_linear_never_an_n_by_n_matrix(causal):
+    T, w = 1024, 16
+    q, k, v = (t.requires_grad_() for t in torch.randn(3, 1, 2, T, 16).unbind(0))
+    with LargestTensor() as probe:
+        out, _ = build("local", window=w)(q, k, v, causal=causal)
+        out.sum().backward()
+    # scores are (B, H, T/w, w, 3w - 2): about 3 w T per head, far below T * T
+    assert probe.numel <= 2 * T * (3 * w) * 16
+    assert probe.numel < T * T / 2
+    with LargestTensor() as dense:
+        build("full", impl="eager")(q, k, v, causal=causal)
+    assert dense.numel >= 2 * T * T  # the probe does see a dense matrix when there is one
+
+
+def test_attended_keys_counts_the_band():
+    attn = build("local", window=8)
+    assert attn.attended_keys(100, 100, causal=True) == 8 + 7
+    assert attn.attended_keys(100, 100, causal=False) == 8 + 14
+    assert attn.attended_keys(4, 4, causal=True) == 4 + 3
