@@ -13,6 +13,26 @@ from attnlab.layers.feedforward import FEEDFORWARD
 from attnlab.layers.norms import NORMS
 from attnlab.layers.positional import POSITIONAL
 
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "None": type(None)}
+
+
+def _check_types(config) -> None:
+    """Each field holds a value of its annotated type (ints are accepted as floats)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        names = [t.strip() for t in str(f.type).split("|")]
+        if names[0].startswith("dict"):
+            ok = isinstance(value, dict)
+        else:
+            allowed = tuple(_TYPES[n] for n in names)
+            if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+                setattr(config, f.name, value)
+            ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in
+                                                     allowed)
+        if not ok:
+            raise ConfigError(f"{f.name} must be {f.type}, got {value!r}")
+
 
 def _check_choice(kind: str, value: str, choices) -> None:
     if value not in choices:
@@ -66,10 +86,10 @@ class TransformerConfig:
     bias: bool = True
 
     def __post_init__(self):
+        _check_types(self)
         for name in ("vocab_size", "d_model", "n_heads", "n_layers", "max_len"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)}")
         if self.d_model % self.n_heads:
             raise ConfigError(f"d_model {self.d_model} is not divisible by n_heads "
                               f"{self.n_heads}; pick a multiple")

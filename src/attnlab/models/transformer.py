@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.attention.multihead import MultiHeadAttention
-from attnlab.errors import AttnlabError
+from attnlab.errors import AttnlabError, ConfigError
 from attnlab.layers.block import Block
 from attnlab.layers.feedforward import FeedForward
 from attnlab.layers.norms import build_norm
@@ -147,6 +147,8 @@ class ModelInfo:
         Counts every linear layer and the attention scores and sums as computed by the model's
         mechanism (dense mechanisms score every key, causal or not, as the kernels do).
         """
+        if seq_len < 1:
+            raise ConfigError(f"sequence length must be >= 1, got {seq_len}")
         return self.forward_flops(seq_len) / seq_len
 
     def forward_flops(self, seq_len: int) -> float:
