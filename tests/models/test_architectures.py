@@ -256,3 +256,23 @@ def test_runtime_input_errors_are_attnlab_errors():
         gpt(torch.randn(1, 4))
     with pytest.raises(ConfigError, match="share_embeddings needs"):
         Seq2SeqConfig(tgt_vocab_size=10, vocab_size=20)
+
+
+@pytest.mark.parametrize("positional", POSITIONAL)
+def test_left_padded_rows_with_their_positions_equal_unpadded_rows(positional):
+    """Batched prompts of different lengths: left padding + per-row positions change nothing."""
+    model = tiny("gpt", positional=positional)
+    a, b = torch.randint(31, (1, 7)), torch.randint(31, (1, 4))
+    pad = 3
+    batch = torch.cat([a, torch.cat([torch.zeros(1, pad, dtype=torch.long), b], 1)])
+    keep = torch.ones(2, 7, dtype=torch.bool)
+    keep[1, :pad] = False
+    positions = (keep.cumsum(1) - 1).clamp(min=0)
+    out = model(batch, key_padding_mask=keep, positions=positions)
+    assert torch.allclose(out[0], model(a)[0], atol=1e-5)
+    assert torch.allclose(out[1, pad:], model(b)[0], atol=1e-5)
+    cache = model.new_cache()  # and it continues token by token from a cache
+    model(batch, key_padding_mask=keep, positions=positions, cache=cache)
+    nxt = torch.randint(31, (2, 1))
+    step = model(nxt, positions=positions[:, -1:] + 1, cache=cache)
+    assert torch.allclose(step[1], model(torch.cat([b, nxt[1:]], 1))[0, -1:], atol=1e-5)

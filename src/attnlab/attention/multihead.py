@@ -86,6 +86,7 @@ class MultiHeadAttention(nn.Module):
         causal: bool = False,
         key_padding_mask: Tensor | None = None,
         positional=None,
+        positions: Tensor | None = None,
         cache: KVCache | None = None,
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
@@ -97,6 +98,8 @@ class MultiHeadAttention(nn.Module):
                 a cache: the new tokens; the cache keeps the mask of the past).
             positional: the model's positional encoding; rotary ones turn q and k, relative
                 ones bias the scores. Not applied to cross-attention.
+            positions: explicit (T,) or (B, T) token positions for rotary encodings (default:
+                consecutive, starting after the cached tokens).
             cache: a `KVCache` from `new_cache()`; self-attention appends to it, a cross cache
                 computes the context's keys once.
             need_weights: also return (B, H, T, S) weights (the mechanism's weight path).
@@ -119,7 +122,8 @@ class MultiHeadAttention(nn.Module):
             v = self.v_proj(src).view(B, S, Hkv, Dh).transpose(1, 2)  # (B, Hkv, S, Dh)
             if not cross and positional is not None:
                 start = cache.seen if cache is not None else 0
-                q, k = positional.rotate(q, start), positional.rotate(k, start)
+                q = positional.rotate(q, start, positions)
+                k = positional.rotate(k, start, positions)
             if cache is not None:
                 if not cross:
                     self.attn.require("kv_cache", "KV-cached decoding")

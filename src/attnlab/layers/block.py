@@ -61,6 +61,7 @@ class Block(nn.Module):
         memory: Tensor | None = None,
         memory_key_padding_mask: Tensor | None = None,
         positional=None,
+        positions: Tensor | None = None,
         cache: KVCache | None = None,
         cross_cache: KVCache | None = None,
     ) -> Tensor:
@@ -68,7 +69,7 @@ class Block(nn.Module):
 
         def self_attention(h):
             return self.self_attn(h, causal=causal, key_padding_mask=key_padding_mask,
-                                  positional=positional, cache=cache)[0]
+                                  positional=positional, positions=positions, cache=cache)[0]
 
         x = self._residual(x, self.attn_norm, self_attention)
         if self.cross_attn is not None:

@@ -3,11 +3,13 @@
 Attention alone is blind to order. An encoding enters the model at one of three places, and
 every class here has all three hooks so a model calls them without knowing which it holds:
 
-- `embed(x, start)`: absolute encodings are added to the token embeddings (B, T, d).
-- `rotate(x, start)`: rotary encodings turn queries and keys (B, H, T, Dh) by their position.
+- `embed(x, start, positions)`: absolute encodings are added to the embeddings (B, T, d).
+- `rotate(x, start, positions)`: rotary encodings turn queries and keys (B, H, T, Dh).
 - `attention_bias`: relative encodings add a position-dependent bias to the scores.
 
-`start` is the position of the first token (the KV cache's `seen` count while decoding).
+Positions are `start, start + 1, ...` (`start` is the KV cache's `seen` count while decoding),
+unless explicit `positions` (T,) or (B, T) are given: batched prompts with left padding give
+each row its own positions so that it computes exactly what it would alone.
 """
 
 from __future__ import annotations
@@ -20,16 +22,24 @@ from torch import Tensor, nn
 from attnlab.errors import AttnlabError, ConfigError, unknown
 
 
+def token_positions(n: int, start: int = 0, positions: Tensor | None = None,
+                    device=None) -> Tensor:
+    """Explicit `positions` if given, else `start .. start + n - 1`."""
+    if positions is not None:
+        return positions
+    return torch.arange(start, start + n, device=device)
+
+
 class PositionalEncoding(nn.Module):
     """No-op hooks; subclasses override the one they use."""
 
     name = "none"
     attention_bias = None
 
-    def embed(self, x: Tensor, start: int = 0) -> Tensor:
+    def embed(self, x: Tensor, start: int = 0, positions: Tensor | None = None) -> Tensor:
         return x
 
-    def rotate(self, x: Tensor, start: int = 0) -> Tensor:
+    def rotate(self, x: Tensor, start: int = 0, positions: Tensor | None = None) -> Tensor:
         return x
 
 
@@ -54,9 +64,10 @@ class SinusoidalPositional(PositionalEncoding):
         super().__init__()
         self.d_model = d_model
 
-    def embed(self, x: Tensor, start: int = 0) -> Tensor:
-        pos = torch.arange(start, start + x.shape[1], device=x.device)
-        return x + sinusoid_table(pos, self.d_model).to(device=x.device, dtype=x.dtype)
+    def embed(self, x: Tensor, start: int = 0, positions: Tensor | None = None) -> Tensor:
+        pos = token_positions(x.shape[1], start, positions, x.device)  # (T,) or (B, T)
+        table = sinusoid_table(pos.flatten(), self.d_model).view(*pos.shape, self.d_model)
+        return x + table.to(device=x.device, dtype=x.dtype)
 
 
 class LearnedPositional(PositionalEncoding):
@@ -70,14 +81,15 @@ class LearnedPositional(PositionalEncoding):
         self.weight = nn.Parameter(torch.zeros(max_len, d_model))
         nn.init.normal_(self.weight, std=0.02)
 
-    def embed(self, x: Tensor, start: int = 0) -> Tensor:
-        end = start + x.shape[1]
+    def embed(self, x: Tensor, start: int = 0, positions: Tensor | None = None) -> Tensor:
+        pos = token_positions(x.shape[1], start, positions, x.device)
+        end = int(pos.max()) + 1 if pos.numel() else 0
         if end > self.max_len:
             raise AttnlabError(
                 f"sequence reaches position {end} but the learned positional encoding has "
                 f"max_len {self.max_len}; shorten the input or raise model.max_len"
             )
-        return x + self.weight[start:end]
+        return x + self.weight[pos]
 
 
 def rotate_half(x: Tensor) -> Tensor:
@@ -116,11 +128,12 @@ class RotaryPositional(PositionalEncoding):
             self._cos, self._sin = emb.cos(), emb.sin()
         return self._cos, self._sin
 
-    def rotate(self, x: Tensor, start: int = 0) -> Tensor:
-        T = x.shape[-2]
-        cos, sin = self._tables(start + T, x.device)
-        cos = cos[start:start + T].to(x.dtype)  # (T, Dh)
-        sin = sin[start:start + T].to(x.dtype)
+    def rotate(self, x: Tensor, start: int = 0, positions: Tensor | None = None) -> Tensor:
+        pos = token_positions(x.shape[-2], start, positions, x.device)  # (T,) or (B, T)
+        cos, sin = self._tables(int(pos.max()) + 1 if pos.numel() else 1, x.device)
+        cos, sin = cos[pos].to(x.dtype), sin[pos].to(x.dtype)  # (T, Dh) or (B, T, Dh)
+        if pos.dim() == 2:  # per-row positions broadcast over the heads of (B, H, T, Dh)
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         return x * cos + rotate_half(x) * sin
 
 

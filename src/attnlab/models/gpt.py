@@ -46,22 +46,31 @@ class GPT(ModelInfo, nn.Module):
         return self.stack.new_cache()
 
     def forward_features(self, idx: Tensor, *, key_padding_mask: Tensor | None = None,
+                         positions: Tensor | None = None,
                          cache: StackCache | None = None) -> Tensor:
-        """idx (B, T) token ids -> (B, T, d_model). With a cache, idx are the next tokens."""
+        """idx (B, T) token ids -> (B, T, d_model).
+
+        Args:
+            key_padding_mask: (B, T) True = real token (with a cache: of the new tokens).
+            positions: (B, T) or (T,) token positions; default consecutive after the cache.
+                Left-padded batches pass each row's own positions.
+            cache: from `new_cache()`; idx are then the tokens after the cached ones.
+        """
         check_tokens(idx, self.config.vocab_size)
         start = cache.seen if cache is not None else 0
-        x = self.drop(self.positional.embed(self.tok_emb(idx), start))  # (B, T, d)
+        x = self.drop(self.positional.embed(self.tok_emb(idx), start, positions))  # (B, T, d)
         return self.stack(x, causal=True, key_padding_mask=key_padding_mask,
-                          positional=self.positional, cache=cache)
+                          positional=self.positional, positions=positions, cache=cache)
 
     def forward_head(self, h: Tensor) -> Tensor:
         """(B, T, d_model) -> (B, T, vocab_size) next-token logits."""
         return self.head(h)
 
     def forward(self, idx: Tensor, *, key_padding_mask: Tensor | None = None,
-                cache: StackCache | None = None) -> Tensor:
-        return self.forward_head(self.forward_features(idx, key_padding_mask=key_padding_mask,
-                                                       cache=cache))
+                positions: Tensor | None = None, cache: StackCache | None = None) -> Tensor:
+        h = self.forward_features(idx, key_padding_mask=key_padding_mask, positions=positions,
+                                  cache=cache)
+        return self.forward_head(h)
 
     def forward_flops(self, seq_len: int) -> float:
         return (self.stack.forward_flops(seq_len, causal=True)

@@ -75,13 +75,14 @@ class TransformerStack(nn.Module):
         memory: Tensor | None = None,
         memory_key_padding_mask: Tensor | None = None,
         positional=None,
+        positions: Tensor | None = None,
         cache: StackCache | None = None,
     ) -> Tensor:
         for i, block in enumerate(self.blocks):
             self_cache, cross_cache = cache[i] if cache is not None else (None, None)
             x = block(x, causal=causal, key_padding_mask=key_padding_mask, memory=memory,
                       memory_key_padding_mask=memory_key_padding_mask, positional=positional,
-                      cache=self_cache, cross_cache=cross_cache)
+                      positions=positions, cache=self_cache, cross_cache=cross_cache)
         return self.norm(x)
 
     def forward_flops(self, n_tokens: int, *, causal: bool, n_memory: int | None = None) -> float:
