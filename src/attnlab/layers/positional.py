@@ -26,6 +26,8 @@ def token_positions(n: int, start: int = 0, positions: Tensor | None = None,
                     device=None) -> Tensor:
     """Explicit `positions` if given, else `start .. start + n - 1`."""
     if positions is not None:
+        if positions.numel() and int(positions.min()) < 0:
+            raise AttnlabError(f"token positions must be >= 0, got {int(positions.min())}")
         return positions
     return torch.arange(start, start + n, device=device)
 
