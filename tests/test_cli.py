@@ -5,7 +5,8 @@ import sys
 import pytest
 
 from attnlab.attention import available
-from attnlab.cli import main, parse_overrides
+from attnlab.cli import main
+from attnlab.tasks.config import parse_overrides
 
 
 def run(*args):

@@ -34,6 +34,22 @@ def _check_types(config) -> None:
             raise ConfigError(f"{f.name} must be {f.type}, got {value!r}")
 
 
+def from_dict(cls, values: dict[str, Any], where: str = ""):
+    """Build dataclass `cls` from a plain dict; an unknown key names the nearest field.
+
+    `where` prefixes key names in messages ("train." -> "unknown key 'train.lrr'").
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where.rstrip('.') or cls.__name__} must be a mapping of keys to "
+                          f"values, got {values!r}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"unknown {cls.__name__} key '{where}{key}'"
+                              f"{did_you_mean(where + key, [where + n for n in names])}")
+    return cls(**values)
+
+
 def _check_choice(kind: str, value: str, choices) -> None:
     if value not in choices:
         raise ConfigError(f"unknown {kind} '{value}'{did_you_mean(value, choices)}; "
@@ -123,13 +139,9 @@ class TransformerConfig:
         return self.norm_first if self.final_norm is None else self.final_norm
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]):
+    def from_dict(cls, values: dict[str, Any], where: str = ""):
         """Build from a plain dict; an unknown key is an error that names the nearest field."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in values:
-            if key not in names:
-                raise ConfigError(f"unknown {cls.__name__} key '{key}'{did_you_mean(key, names)}")
-        return cls(**values)
+        return from_dict(cls, values, where)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,0 +1,1 @@
+"""Recipes: a task per job (data + model + loss + metric) and its YAML defaults."""

@@ -1,0 +1,220 @@
+"""Run configuration: nested (model, data, train) dataclasses, loaded from a recipe YAML and
+overridden on the command line with `--set train.lr=3e-4`.
+
+Unknown keys at any level are errors that name the nearest valid key; the resolved config is
+saved as the run directory's config.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from attnlab.errors import AttnlabError, ConfigError, did_you_mean
+from attnlab.models.config import GPTConfig, _check_types, from_dict
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it becomes tokens.
+
+    Args:
+        source: a corpus name (`attnlab data list`), a text file, or a folder of text files.
+        tokenizer: "char" (characters, with byte fallback) or "bpe" (byte-level BPE).
+        vocab_size: BPE vocabulary size (char: set by the text).
+        val_fraction: the last fraction of the tokens held out for validation.
+    """
+
+    source: str = "shakespeare"
+    tokenizer: str = "char"
+    vocab_size: int = 1024
+    val_fraction: float = 0.1
+
+    def __post_init__(self):
+        _check_types(self)
+        if self.tokenizer not in ("char", "bpe"):
+            raise ConfigError(f"unknown tokenizer '{self.tokenizer}'"
+                              f"{did_you_mean(self.tokenizer, ('char', 'bpe'))}; "
+                              f"choose from: char, bpe")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ConfigError(f"data.val_fraction must be in (0, 0.5), got {self.val_fraction}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimization and bookkeeping.
+
+    Args:
+        max_steps: optimizer steps.
+        batch_size: sequences per step across all processes (split evenly among them),
+            before gradient accumulation.
+        grad_accum: micro-batches accumulated per optimizer step.
+        lr, min_lr, warmup_steps, schedule: learning rate (cosine | noam | constant).
+        weight_decay, beta1, beta2: AdamW.
+        grad_clip: max global gradient norm (0 = off).
+        eval_interval, eval_batches: validation every so many steps, over so many batches.
+        checkpoint_interval: write the resumable "last" checkpoint every so many steps.
+        log_interval: metrics.jsonl row every so many steps.
+        seed: seeds initialization, data order and dropout.
+        precision: fp32, bf16 (autocast, CPU or GPU) or fp16 (autocast + grad scaler, GPU).
+        compile: wrap the model in torch.compile.
+        device: auto, cpu or cuda.
+        max_minutes: stop (and checkpoint) after this much wall time; 0 = no limit.
+        sample_tokens: characters/tokens sampled at the end of training.
+    """
+
+    max_steps: int = 2000
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    schedule: str = "cosine"
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_interval: int = 250
+    eval_batches: int = 20
+    checkpoint_interval: int = 250
+    log_interval: int = 10
+    seed: int = 1337
+    precision: str = "fp32"
+    compile: bool = False
+    device: str = "auto"
+    max_minutes: float = 0.0
+    sample_tokens: int = 300
+
+    def __post_init__(self):
+        _check_types(self)
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches",
+                     "checkpoint_interval", "log_interval"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.min_lr < 0:
+            raise ConfigError(f"train.lr must be > 0 and min_lr >= 0, got {self.lr}, "
+                              f"{self.min_lr}")
+        for name, choices in (("schedule", ("cosine", "noam", "constant")),
+                              ("precision", ("fp32", "bf16", "fp16")),
+                              ("device", ("auto", "cpu", "cuda"))):
+            value = getattr(self, name)
+            if value not in choices:
+                raise ConfigError(f"unknown train.{name} '{value}'{did_you_mean(value, choices)}"
+                                  f"; choose from: {', '.join(choices)}")
+        if self.max_minutes < 0 or self.sample_tokens < 0 or self.warmup_steps < 0:
+            raise ConfigError("train.max_minutes, sample_tokens and warmup_steps must be >= 0")
+
+
+@dataclass
+class RunConfig:
+    """A whole run: the task, its model, data and training settings."""
+
+    task: str = "lm"
+    model: GPTConfig = field(default_factory=GPTConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        values = dict(values)
+        sections = {"model": GPTConfig, "data": DataConfig, "train": TrainConfig}
+        names = ["task", *sections]
+        for key in values:
+            if key not in names:
+                raise ConfigError(f"unknown config key '{key}'{did_you_mean(key, names)}; "
+                                  f"the sections are: {', '.join(names)}")
+        if values.get("task", "lm") != "lm":
+            raise ConfigError(f"unknown task '{values['task']}'; choose from: lm")
+        built = {k: from_dict(c, values.get(k) or {}, f"{k}.") for k, c in sections.items()}
+        return cls(task=values.get("task", "lm"), **built)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def recipes() -> list[str]:
+    """Names of the recipes shipped inside the package."""
+    folder = resources.files("attnlab.tasks") / "recipes"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_recipe(name_or_path: str) -> dict[str, Any]:
+    """A shipped recipe by name, or a YAML file by path, as a dict."""
+    path = Path(name_or_path)
+    if name_or_path in recipes():
+        text = (resources.files("attnlab.tasks") / "recipes" / f"{name_or_path}.yaml").read_text()
+        where = f"recipe '{name_or_path}'"
+    elif path.suffix in (".yaml", ".yml", ".json") or path.exists():
+        if not path.is_file():
+            raise AttnlabError(f"no config file at {path}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise AttnlabError(f"{path} is not UTF-8 text") from None
+        where = str(path)
+    else:
+        raise AttnlabError(f"unknown recipe '{name_or_path}'{did_you_mean(name_or_path, recipes())}"
+                           f"; recipes: {', '.join(recipes())} (or give a .yaml path)")
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        at = f" at line {line + 1}" if line is not None else ""
+        raise AttnlabError(f"{where} is not valid YAML{at}") from None
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise AttnlabError(f"{where} must be a mapping of sections (model, data, train)")
+    return values
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """Deep-merge `overrides` into a copy of `base`."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_value(raw: str, key: str):
+    """A number as a number (YAML 1.1 would read '3e-4' as a string), else a YAML value."""
+    for convert in (int, float):
+        try:
+            return convert(raw)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise AttnlabError(f"--set {key}: cannot read value '{raw}'") from None
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """['a=1', 'b.c=x'] -> {'a': 1, 'b': {'c': 'x'}}."""
+    out: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise AttnlabError(f"--set takes key=value, got '{pair}'")
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise AttnlabError(f"--set {key}: '{part}' is already set to a value")
+        node[leaf] = read_value(raw, key)
+    return out
+
+
+def load_run_config(recipe: str, overrides: list[str] | dict | None = None) -> RunConfig:
+    """Recipe (name or YAML path) + overrides -> a validated `RunConfig`."""
+    extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
+    return RunConfig.from_dict(merge(read_recipe(recipe), extra))

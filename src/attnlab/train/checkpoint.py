@@ -1,0 +1,194 @@
+"""Checkpoints: safetensors weights and optimizer state, JSON trainer state, written atomically.
+
+A checkpoint is a directory (model.safetensors, optimizer.safetensors, trainer.json). It is
+written whole into a temporary sibling, every file fsync'ed, then swapped in with two renames:
+
+    ckpt -> ckpt.old,   ckpt.tmp -> ckpt,   remove ckpt.old
+
+A kill at any moment leaves either the new checkpoint or the previous one complete: if it lands
+between the two renames, `ckpt` is missing and `ckpt.old` is whole, and `resolve` picks it.
+Nothing is ever unpickled: tensors are safetensors, everything else JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from attnlab.errors import AttnlabError
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def unique_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's tensors with tied ones stored once (safetensors refuses shared storage)."""
+    seen: dict[int, str] = {}
+    out = {}
+    for name, t in model.state_dict(keep_vars=False).items():
+        key = t.data_ptr() if t.numel() else id(t)
+        if key in seen:
+            continue
+        seen[key] = name
+        out[name] = t.detach().contiguous().cpu()
+    return out
+
+
+def load_model_weights(model: nn.Module, path: Path) -> None:
+    """Load safetensors weights into `model`; every mismatch is one clear line."""
+    tensors = read_safetensors(path)
+    expected = model.state_dict()
+    tied = {n for n in expected if n not in unique_state_dict(model)}
+    missing = [n for n in expected if n not in tensors and n not in tied]
+    unexpected = [n for n in tensors if n not in expected]
+    if missing or unexpected:
+        what = (f"missing {missing[:3]}" if missing else "") + (
+            f" unexpected {unexpected[:3]}" if unexpected else "")
+        raise AttnlabError(f"{path} does not hold this model's weights: {what.strip()}")
+    for name, t in tensors.items():
+        if t.shape != expected[name].shape:
+            raise AttnlabError(f"{path}: tensor '{name}' has shape {tuple(t.shape)}, the model "
+                               f"expects {tuple(expected[name].shape)}")
+    model.load_state_dict(tensors, strict=False)
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise AttnlabError(f"no weights file at {path}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise AttnlabError(f"{path} is not a readable safetensors file ({e}); it may be "
+                           f"truncated or corrupt") from None
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """(tensors, json-able rest) of an optimizer's state dict."""
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for name, t in tensors.items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = t
+    for name, value in meta["scalars"].items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    # JSON turned tuples (betas) into lists; give the optimizer back what it saved
+    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
+              for g in meta["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _fault_pause(point: str) -> None:
+    """Fault injection for the kill-during-checkpoint test: sleep at a named point."""
+    if os.environ.get("ATTNLAB_CHECKPOINT_FAULT") == point:
+        print(f"checkpoint fault point: {point}", flush=True)
+        time.sleep(600)
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                    state: dict, rng: dict[str, torch.Tensor] | None = None) -> None:
+    """Write a checkpoint directory atomically (see the module docstring).
+
+    Args:
+        path: the checkpoint directory (e.g. run/last).
+        model: its weights go to model.safetensors.
+        optimizer: its state goes to optimizer.safetensors (+ JSON in trainer.json).
+        state: JSON-able trainer state (step, best loss, ...).
+        rng: RNG and generator states as uint8 tensors, stored with the optimizer tensors.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    old = path.with_name(path.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(unique_state_dict(model), str(tmp / "model.safetensors"))
+    meta = dict(state)
+    if optimizer is not None or rng:
+        tensors, opt_meta = optimizer_tensors(optimizer) if optimizer is not None else ({}, None)
+        tensors.update({f"rng.{k}": v for k, v in (rng or {}).items()})
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        meta["optimizer"] = opt_meta
+    (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    fsync_dir(tmp)
+    _fault_pause("before_swap")
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        _fault_pause("mid_swap")
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def resolve(path: Path) -> Path | None:
+    """The complete checkpoint at `path`, or its predecessor if a kill interrupted the swap."""
+    path = Path(path)
+    for candidate in (path, path.with_name(path.name + ".old")):
+        if (candidate / "trainer.json").is_file() and (candidate / "model.safetensors").is_file():
+            return candidate
+    return None
+
+
+def load_checkpoint(path: Path, model: nn.Module,
+                    optimizer: torch.optim.Optimizer | None = None):
+    """Load weights (and optimizer state) from checkpoint dir `path`; return (state, rng)."""
+    found = resolve(path)
+    if found is None:
+        raise AttnlabError(f"no checkpoint at {path}")
+    try:
+        meta = json.loads((found / "trainer.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AttnlabError(f"{found / 'trainer.json'} is corrupt ({e})") from None
+    load_model_weights(model, found / "model.safetensors")
+    rng = {}
+    if (found / "optimizer.safetensors").is_file():
+        tensors = read_safetensors(found / "optimizer.safetensors")
+        rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
+        if optimizer is not None and meta.get("optimizer") is not None:
+            opt = {k: v for k, v in tensors.items() if not k.startswith("rng.")}
+            restore_optimizer(optimizer, opt, meta["optimizer"])
+    return meta, rng

@@ -1,0 +1,1 @@
+"""Pictures people read: training curves (and, later, attention maps)."""
