@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 import torch
-import yaml
 
 import attnlab
 from attnlab.attention import available
 from attnlab.errors import AttnlabError
 from attnlab.layers import FEEDFORWARD, NORMS, POSITIONAL
 from attnlab.models import MODELS
+from attnlab.tasks.config import parse_overrides
 
 
 def _info() -> dict:
@@ -59,37 +61,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got '{text}'")
     return value
-
-
-def read_value(raw: str, key: str):
-    """A number as a number (YAML 1.1 would read '3e-4' as a string), else a YAML value."""
-    for convert in (int, float):
-        try:
-            return convert(raw)
-        except ValueError:
-            pass
-    try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError:
-        raise AttnlabError(f"--set {key}: cannot read value '{raw}'") from None
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    """['a=1', 'b.c=x'] -> {'a': 1, 'b': {'c': 'x'}}; values are read as YAML scalars."""
-    out: dict = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise AttnlabError(f"--set takes key=value, got '{pair}'")
-        value = read_value(raw, key)
-        *parents, leaf = key.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise AttnlabError(f"--set {key}: '{part}' is already set to a value")
-        node[leaf] = value
-    return out
 
 
 def build_model(kind: str, overrides: dict):
@@ -141,6 +112,116 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_recipes(args) -> int:
+    from attnlab.tasks.config import read_recipe, recipes
+
+    for name in recipes():
+        first = read_recipe(name)
+        m, t = first.get("model", {}), first.get("train", {})
+        print(f"  {name:<12} {m.get('n_layers', '?')} layers, d_model {m.get('d_model', '?')}, "
+              f"{first.get('data', {}).get('tokenizer', 'char')} tokens, "
+              f"{t.get('max_steps', '?')} steps")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from attnlab.data import list_corpora, prepare_corpus
+
+    if args.action == "list":
+        for c in list_corpora():
+            print(f"  {c.name:<12} {c.description}  [{c.license}; from {c.source}]")
+        return 0
+    path = prepare_corpus(args.name)
+    print(f"{args.name}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from attnlab.tasks.run import prepare_run, train_run
+
+    overrides = list(args.set)
+    if args.max_steps is not None:
+        overrides.append(f"train.max_steps={args.max_steps}")
+    if args.max_minutes is not None:
+        overrides.append(f"train.max_minutes={args.max_minutes}")
+    cfg, run_dir = prepare_run(args.recipe, overrides, args.out, resume=args.resume)
+    summary = train_run(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    print(f"\nvalidation loss {summary['val_loss']:.4f} nats/token "
+          f"({summary['bits_per_char']:.3f} bits/char) after {summary['step']} steps; "
+          f"unigram baseline {summary['unigram_loss']:.4f}")
+    if cfg.train.sample_tokens:
+        from attnlab.generate import generate_text
+        from attnlab.tasks.run import load_run
+
+        model, tokenizer, _ = load_run(run_dir)
+        sample = generate_text(model, tokenizer, "\n", max_new_tokens=cfg.train.sample_tokens,
+                               temperature=0.8, top_k=50, seed=cfg.train.seed)
+        print("sample:\n" + "-" * 60 + sample + "\n" + "-" * 60)
+    print(f"run directory: {run_dir}\nloss plot: {run_dir / 'loss.png'}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from attnlab.generate import generate_text
+    from attnlab.tasks.run import load_run
+
+    model, tokenizer, _ = load_run(args.run_dir, checkpoint=args.checkpoint)
+    options = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                   top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                   seed=args.seed, stop=tuple(args.stop))
+    if args.no_stream:
+        print(args.prompt + generate_text(model, tokenizer, args.prompt, **options))
+        return 0
+    stream = PromptFirst(sys.stdout, args.prompt)
+    generate_text(model, tokenizer, args.prompt, stream=stream, **options)
+    stream.write("")
+    sys.stdout.write("\n")
+    return 0
+
+
+class PromptFirst:
+    """A text stream that writes `prompt` before the first continuation text, so that a
+    rejected prompt leaves nothing half-printed."""
+
+    def __init__(self, out, prompt: str):
+        self.out, self.prompt = out, prompt
+
+    def write(self, text: str) -> None:
+        if self.prompt is not None:
+            self.out.write(self.prompt)
+            self.prompt = None
+        self.out.write(text)
+        self.out.flush()
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def cmd_eval(args) -> int:
+    from attnlab.tasks.run import evaluate_run
+
+    m = evaluate_run(args.run_dir, checkpoint=args.checkpoint, batches=args.batches)
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    print(f"validation loss {m['val_loss']:.4f}  perplexity {m['perplexity']:.2f}  "
+          f"bits/char {m['bits_per_char']:.3f}  (unigram baseline {m['unigram_loss']:.4f})")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from attnlab.viz.curves import plot_training
+
+    metrics = args.run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        raise AttnlabError(f"{args.run_dir} has no metrics.jsonl; is it a run directory?")
+    out = plot_training(metrics, args.out or args.run_dir / "loss.png", title=str(args.run_dir))
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnlab", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"attnlab {attnlab.__version__}")
@@ -158,6 +239,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_model)
     p = sub.add_parser("demo", help="a forward pass of every architecture and mechanism")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("recipes", help="list the training recipes shipped with attnlab")
+    p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("data", help="named corpora: list them, or fetch one into the cache")
+    dsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dsub.add_parser("list", help="corpora with source and license")
+    prep = dsub.add_parser("prepare", help="fetch and clean a corpus into the cache")
+    prep.add_argument("name")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", help="train a model from a recipe or YAML config")
+    p.add_argument("recipe", nargs="?", help="recipe name (attnlab recipes) or a .yaml file; "
+                                             "optional with --resume")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
+    p.add_argument("--out", type=Path, help="run directory (default runs/RECIPE-TIME)")
+    p.add_argument("--max-steps", type=positive_int, help="shorthand for train.max_steps")
+    p.add_argument("--max-minutes", type=float, help="shorthand for train.max_minutes")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="sample text from a trained run")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--no-stream", action="store_true", help="print only when done")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("eval", help="validation loss, perplexity and bits/char of a run")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--batches", type=positive_int, help="validation batches (default: config)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("plot", help="redraw a run's training curves")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/loss.png)")
+    p.set_defaults(func=cmd_plot)
     return parser
 
 

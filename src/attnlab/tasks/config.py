@@ -61,7 +61,8 @@ class TrainConfig:
         checkpoint_interval: write the resumable "last" checkpoint every so many steps.
         log_interval: metrics.jsonl row every so many steps.
         seed: seeds initialization, data order and dropout.
-        precision: fp32, bf16 (autocast, CPU or GPU) or fp16 (autocast + grad scaler, GPU).
+        precision: fp32, bf16 (autocast, CPU or GPU), fp16 (autocast + grad scaler, GPU), or
+            auto: bf16 where the hardware has native bf16 matmuls, else fp32.
         compile: wrap the model in torch.compile.
         device: auto, cpu or cuda.
         max_minutes: stop (and checkpoint) after this much wall time; 0 = no limit.
@@ -84,7 +85,7 @@ class TrainConfig:
     checkpoint_interval: int = 250
     log_interval: int = 10
     seed: int = 1337
-    precision: str = "fp32"
+    precision: str = "auto"
     compile: bool = False
     device: str = "auto"
     max_minutes: float = 0.0
@@ -100,7 +101,7 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be > 0 and min_lr >= 0, got {self.lr}, "
                               f"{self.min_lr}")
         for name, choices in (("schedule", ("cosine", "noam", "constant")),
-                              ("precision", ("fp32", "bf16", "fp16")),
+                              ("precision", ("auto", "fp32", "bf16", "fp16")),
                               ("device", ("auto", "cpu", "cuda"))):
             value = getattr(self, name)
             if value not in choices:

@@ -119,9 +119,10 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, meta: dic
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-def _fault_pause(point: str) -> None:
-    """Fault injection for the kill-during-checkpoint test: sleep at a named point."""
-    if os.environ.get("ATTNLAB_CHECKPOINT_FAULT") == point:
+def _fault_pause(point: str, replacing: Path) -> None:
+    """Fault injection for the kill-during-checkpoint test: sleep at a named point of a write
+    that replaces an existing checkpoint (the case where there is something to lose)."""
+    if os.environ.get("ATTNLAB_CHECKPOINT_FAULT") == point and replacing.exists():
         print(f"checkpoint fault point: {point}", flush=True)
         time.sleep(600)
 
@@ -154,11 +155,11 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
     fsync_dir(tmp)
-    _fault_pause("before_swap")
+    _fault_pause("before_swap", path)
     if path.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
-        _fault_pause("mid_swap")
+        _fault_pause("mid_swap", old)
     os.replace(tmp, path)
     fsync_dir(path.parent)
     shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,470 @@
+"""Autoregressive generation from a GPT: greedy or sampled, KV-cached by default.
+
+Each step turns the last position's logits into one token per row:
+
+    logits -> repetition penalty -> / temperature -> top-k -> top-p -> sample (or argmax)
+
+Batched prompts are left-padded, with a key padding mask and per-row positions, so every row
+computes what it would alone. The cached path (prefill once, then one token per step) and the
+uncached path (recompute everything each step) produce the same tokens, beyond the model's
+context too; the tests hold them equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TextIO
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnlab.errors import AttnlabError, ConfigError, unknown
+
+__all__ = [
+    "GenerationConfig",
+    "apply_repetition_penalty",
+    "generate",
+    "generate_text",
+    "sample_next",
+    "top_k_filter",
+    "top_p_filter",
+]
+
+
+@dataclass
+class GenerationConfig:
+    """How to generate.
+
+    Args:
+        max_new_tokens: tokens to generate per prompt (at most).
+        temperature: divides the logits; 0 means greedy (argmax).
+        top_k: sample only among the k most likely tokens (None: all).
+        top_p: nucleus sampling: only the smallest set of tokens whose probability reaches p.
+        repetition_penalty: CTRL-style penalty (> 1 discourages) on every token already in the
+            row, prompt included: positive logits are divided by it, negative ones multiplied.
+        seed: seeds the sampling; None draws a fresh nondeterministic seed.
+        eos_id: a row ends after producing this token.
+        stop: stop strings; a row ends once its decoded text contains one (`generate_text`
+            only: `generate` works on token ids and ignores them).
+        use_cache: KV-cached decoding; False recomputes the whole sequence every step.
+    """
+
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    eos_id: int | None = None
+    stop: tuple[str, ...] = ()
+    use_cache: bool = True
+
+    def __post_init__(self):
+        def is_int(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        if not is_int(self.max_new_tokens) or self.max_new_tokens < 0:
+            raise ConfigError(f"max_new_tokens must be an integer >= 0, got "
+                              f"{self.max_new_tokens!r}")
+        # `not x >= 0` also rejects NaN.
+        if not is_num(self.temperature) or not self.temperature >= 0:
+            raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}")
+        if self.top_k is not None and (not is_int(self.top_k) or self.top_k < 1):
+            raise ConfigError(f"top_k must be an integer >= 1 or None, got {self.top_k!r}")
+        if self.top_p is not None and (not is_num(self.top_p) or not 0 < self.top_p <= 1):
+            raise ConfigError(f"top_p must be in (0, 1] or None, got {self.top_p!r}")
+        if not is_num(self.repetition_penalty) or not self.repetition_penalty > 0:
+            raise ConfigError(f"repetition_penalty must be > 0 (1 = off), got "
+                              f"{self.repetition_penalty!r}")
+        if self.seed is not None and not is_int(self.seed):
+            raise ConfigError(f"seed must be an integer or None, got {self.seed!r}")
+        if self.eos_id is not None and (not is_int(self.eos_id) or self.eos_id < 0):
+            raise ConfigError(f"eos_id must be a token id >= 0 or None, got {self.eos_id!r}")
+        # A bare string would otherwise be iterated into one stop string per character.
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        if not all(isinstance(s, str) and s for s in stop):
+            raise ConfigError(f"stop must be a list of non-empty strings, got {self.stop!r}")
+        self.stop = stop
+        if not isinstance(self.use_cache, bool):
+            raise ConfigError(f"use_cache must be True or False, got {self.use_cache!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling helpers: pure functions on (B, V) logits.
+
+
+def apply_repetition_penalty(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
+    """CTRL's repetition penalty (Keskar et al., 2019).
+
+    Args:
+        logits: (B, V) next-token logits.
+        seen: (B, V) bool, True for tokens already in the row (prompt included).
+        penalty: > 1 discourages repeats; a seen token's logit l becomes l / penalty if l > 0,
+            else l * penalty (dividing a negative logit would raise it).
+
+    Returns:
+        (B, V) penalized logits.
+    """
+    if penalty == 1.0:
+        return logits
+    penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, penalized, logits)
+
+
+def top_k_filter(logits: Tensor, k: int | None) -> Tensor:
+    """Keep exactly the `k` largest logits per row (ties broken by `topk`), the rest -inf.
+
+    Args:
+        logits: (B, V).
+        k: tokens to keep; None or >= V keeps all.
+    """
+    if k is None or k >= logits.shape[-1]:
+        return logits
+    # Scatter the top-k indices rather than compare with the k-th value: a threshold would
+    # keep more than k tokens when values tie.
+    keep = torch.zeros_like(logits, dtype=torch.bool)
+    keep.scatter_(-1, logits.topk(k, dim=-1).indices, True)
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+def top_p_filter(logits: Tensor, p: float | None) -> Tensor:
+    """Nucleus filtering (Holtzman et al., 2020): keep the smallest set of most likely tokens
+    whose probability mass reaches `p` (always at least one token), the rest -inf.
+
+    Args:
+        logits: (B, V).
+        p: in (0, 1]; None or 1 keeps all.
+    """
+    if p is None or p >= 1.0:  # 1 keeps all: rounding must not drop tiny tail tokens
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.float().softmax(dim=-1)
+    # A token is kept while the mass ranked strictly above it is still short of p: this keeps
+    # the token that crosses p, and always the first (mass above it is 0 < p).
+    above = F.pad(probs.cumsum(dim=-1)[..., :-1], (1, 0))
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, above < p)
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+def sample_next(
+    logits: Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+) -> Tensor:
+    """One token per row from (B, V) logits.
+
+    Args:
+        logits: (B, V) next-token logits (already penalized, if at all).
+        temperature: 0 = argmax; else the logits are divided by it before filtering.
+        top_k, top_p: filters applied in that order (see `top_k_filter`, `top_p_filter`).
+        generator: a CPU `torch.Generator`, or one per row so that a row's draws do not depend
+            on the other rows; None uses torch's global RNG.
+
+    Returns:
+        (B,) token ids (long), on the device of `logits`.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = top_p_filter(top_k_filter(logits.float() / temperature, top_k), top_p)
+    probs = logits.softmax(dim=-1)
+    B = logits.shape[0]
+    if isinstance(generator, Sequence):
+        if len(generator) != B:
+            raise ValueError(f"need one generator per row: {B} rows, {len(generator)} generators")
+        u = torch.cat([torch.rand(1, generator=g) for g in generator])
+    else:
+        u = torch.rand(B, generator=generator)
+    # Inverse CDF with one uniform per row: the first token whose cumulative mass reaches
+    # (1 - u) * total. 1 - u lies in (0, 1], so the target is > 0 and a zero-probability
+    # (filtered) token is never picked: the cumulative mass must jump to reach the target.
+    cdf = probs.cumsum(dim=-1)
+    target = (1.0 - u.to(cdf.device)) * cdf[:, -1]
+    index = (cdf < target[:, None]).sum(dim=-1)
+    return index.clamp(max=logits.shape[-1] - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Token-level generation
+
+
+def generate(
+    model,
+    prompts: Sequence[Sequence[int]] | Tensor,
+    config: GenerationConfig | None = None,
+    *,
+    on_token: Callable[[int, int], Any] | None = None,
+    **overrides,
+) -> list[list[int]]:
+    """Continue each prompt; return the new tokens per prompt.
+
+    Rows are independent: prompts of different lengths are left-padded with a key padding
+    mask and per-row positions, so a row generates exactly what it would alone (greedy). When
+    sampling, row b draws from its own generator seeded with `seed + b`, so a seeded call is
+    reproducible and a row's tokens do not depend on the other rows.
+
+    The context is `model.config.max_len`. Once a row's sequence outgrows it, the model sees
+    only the last `max_len` tokens (nanoGPT's cropping). The uncached path crops every step;
+    the cached path must give the same tokens, so from then on it rebuilds the cache from the
+    last `max_len - 1` tokens before every step (exact but costly: O(max_len) per token).
+
+    Args:
+        model: an attnlab `GPT` (anything with `new_cache()`, `config.max_len` and
+            `model(idx, key_padding_mask=, positions=, cache=)`). It runs in eval mode under
+            `torch.inference_mode()`; its previous mode is restored afterwards.
+        prompts: a list of token-id lists (lengths may differ) or a (B, T) integer tensor.
+        config: a `GenerationConfig` (default: its defaults).
+        on_token: called as `on_token(row, token_id)` for each token as it is produced
+            (streaming), the eos token included.
+        **overrides: `GenerationConfig` fields that replace those of `config`.
+
+    Returns:
+        One list of new token ids per prompt, ending with `eos_id` if the row stopped there.
+
+    Raises:
+        AttnlabError: an empty prompt or one longer than the context.
+        CapabilityError: `use_cache=True` with an attention mechanism that has no KV cache.
+    """
+    config = _configure(config, overrides)
+    return _generate(model, _prompt_rows(prompts), config, on_token=on_token)
+
+
+def _configure(config: GenerationConfig | None, overrides: dict) -> GenerationConfig:
+    if config is None:
+        config = GenerationConfig()
+    elif not isinstance(config, GenerationConfig):
+        raise ConfigError(f"config must be a GenerationConfig, got {type(config).__name__}")
+    names = [f.name for f in dataclasses.fields(GenerationConfig)]
+    for key in overrides:
+        if key not in names:
+            raise unknown("generation option", key, names)
+    # replace() runs __post_init__ again, so overrides are validated too.
+    return dataclasses.replace(config, **overrides) if overrides else config
+
+
+def _prompt_rows(prompts) -> list[list[int]]:
+    """Prompts as plain lists of ints, whatever container they came in."""
+    if isinstance(prompts, Tensor):
+        if prompts.dim() != 2 or prompts.is_floating_point() or prompts.is_complex():
+            raise AttnlabError(f"a prompts tensor must hold integer ids shaped (batch, length), "
+                               f"got {prompts.dtype} {tuple(prompts.shape)}")
+        return prompts.tolist()
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+        raise AttnlabError(f"prompts must be a list of token-id lists, got "
+                           f"{type(prompts).__name__}")
+    rows = []
+    for row in prompts:
+        if isinstance(row, Tensor):
+            row = row.tolist()
+        if isinstance(row, (str, bytes)) or not isinstance(row, Sequence):
+            raise AttnlabError("prompts must be a list of token-id lists; wrap a single prompt "
+                               "as [prompt]")
+        try:
+            rows.append([operator.index(t) for t in row])  # index() rejects floats
+        except TypeError:
+            raise AttnlabError(f"prompt tokens must be integer ids, got {row!r:.60}") from None
+    return rows
+
+
+def _generate(
+    model,
+    rows: list[list[int]],
+    config: GenerationConfig,
+    *,
+    on_token: Callable[[int, int], Any] | None = None,
+    finished: Callable[[int, list[int]], bool] | None = None,
+) -> list[list[int]]:
+    """The decoding loop. `finished(row, new_tokens)` may end a row after any token."""
+    max_len = model.config.max_len
+    for b, row in enumerate(rows):
+        where = f" (prompt {b})" if len(rows) > 1 else ""
+        if not row:
+            raise AttnlabError(f"empty prompt{where}")
+        if len(row) > max_len:
+            raise AttnlabError(f"prompt has {len(row)} tokens but the model's context is "
+                               f"{max_len}; shorten it{where}")
+    out: list[list[int]] = [[] for _ in rows]
+    if not rows or config.max_new_tokens == 0:
+        return out
+
+    device = next(model.parameters()).device
+    B, width = len(rows), max(len(r) for r in rows)
+    tokens = torch.zeros(B, width, dtype=torch.long, device=device)  # left-padded with id 0
+    real = torch.zeros(B, width, dtype=torch.bool, device=device)  # True = a real token
+    seen = torch.zeros(B, model.config.vocab_size, dtype=torch.bool, device=device)
+    for b, row in enumerate(rows):
+        ids = torch.tensor(row, dtype=torch.long, device=device)
+        tokens[b, width - len(row):] = ids
+        real[b, width - len(row):] = True
+        seen[b, ids] = True
+
+    generators = None
+    if not config.greedy:
+        base = config.seed if config.seed is not None else torch.Generator().seed()
+        generators = [torch.Generator().manual_seed((base + b) % 2**64) for b in range(B)]
+
+    done = [False] * B
+    rows_index = torch.arange(B, device=device)
+    decoder = _Decoder(model, config.use_cache)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            logits = decoder.start(tokens, real)
+            for step in range(config.max_new_tokens):
+                logits = apply_repetition_penalty(logits, seen, config.repetition_penalty)
+                nxt = sample_next(logits, temperature=config.temperature, top_k=config.top_k,
+                                  top_p=config.top_p, generator=generators)
+                seen[rows_index, nxt] = True
+                for b, t in enumerate(nxt.tolist()):
+                    if done[b]:  # finished rows stay in the batch; their tokens are ignored
+                        continue
+                    out[b].append(t)
+                    if on_token is not None:
+                        on_token(b, t)
+                    if t == config.eos_id or (finished is not None and finished(b, out[b])):
+                        done[b] = True
+                if all(done) or step == config.max_new_tokens - 1:
+                    break
+                tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+                real = F.pad(real, (0, 1), value=True)
+                logits = decoder.step(tokens, real)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _positions(real: Tensor) -> Tensor:
+    """Each row's own positions under left padding: 0 at its first real token."""
+    return (real.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+class _Decoder:
+    """Last-position logits of the growing (left-padded) sequence, cached or recomputed."""
+
+    def __init__(self, model, use_cache: bool):
+        self.model, self.use_cache = model, use_cache
+        self.max_len = model.config.max_len
+        self.cache = None
+
+    def _run(self, tokens: Tensor, real: Tensor, cache=None) -> Tensor:
+        # No mask when nothing is padded: a row alone then runs exactly as an unbatched call.
+        mask = None if bool(real.all()) else real
+        logits = self.model(tokens, key_padding_mask=mask, positions=_positions(real),
+                            cache=cache)
+        return logits[:, -1]
+
+    def start(self, tokens: Tensor, real: Tensor) -> Tensor:
+        """Logits after the prompts (B, T <= max_len)."""
+        if self.use_cache:
+            self.cache = self.model.new_cache()
+        return self._run(tokens, real, self.cache)
+
+    def step(self, tokens: Tensor, real: Tensor) -> Tensor:
+        """Logits after `tokens`, whose last column is new since the previous call."""
+        tokens, real = tokens[:, -self.max_len:], real[:, -self.max_len:]  # nanoGPT's crop
+        if not self.use_cache:
+            return self._run(tokens, real)
+        if tokens.shape[1] == self.max_len and self.cache.seen >= self.max_len:
+            # The window slid: every cached key sits at a position that is now wrong (and the
+            # oldest token has left the context), so rebuild the cache from the window.
+            self.cache = self.model.new_cache()
+            self._run(tokens[:, :-1], real[:, :-1], self.cache)
+        new = tokens[:, -1:]
+        logits = self.model(new, positions=_positions(real)[:, -1:], cache=self.cache)
+        return logits[:, -1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Text-level generation
+
+
+class Tokenizer(Protocol):
+    """What `generate_text` needs of a tokenizer."""
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
+def generate_text(
+    model,
+    tokenizer: Tokenizer,
+    prompt: str | list[str],
+    config: GenerationConfig | None = None,
+    *,
+    stream: TextIO | None = None,
+    **overrides,
+) -> str | list[str]:
+    """Continue text prompt(s); return the continuation text (without the prompt).
+
+    A row ends at `eos_id` (not part of the text), after `max_new_tokens`, or as soon as its
+    decoded continuation contains one of the `stop` strings; the text is then cut before it.
+
+    Args:
+        model: an attnlab `GPT` (see `generate`).
+        tokenizer: has `encode(str) -> list[int]` and `decode(list[int]) -> str`.
+        prompt: one string, or a list of strings generated as one batch.
+        config: a `GenerationConfig` (default: its defaults).
+        stream: a text file (e.g. `sys.stdout`) that receives the continuation as it is
+            produced; single prompt only. The last `len(longest stop) - 1` characters are held
+            back until they cannot begin a stop string, so nothing past a stop is written, and
+            so is a trailing U+FFFD (an incomplete multi-byte character). Everything written
+            adds up to the returned text whenever decoding a longer token list extends the
+            decoding of a shorter one.
+        **overrides: `GenerationConfig` fields that replace those of `config`.
+
+    Returns:
+        The continuation: a string for a string prompt, else a list of strings.
+    """
+    config = _configure(config, overrides)
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if stream is not None and len(prompts) != 1:
+        raise AttnlabError(f"stream takes a single prompt, got {len(prompts)}")
+    rows = [list(tokenizer.encode(p)) for p in prompts]
+    eos, stops = config.eos_id, config.stop
+    hold = max((len(s) for s in stops), default=1) - 1
+    written = 0
+
+    def text_of(ids: list[int]) -> tuple[str, bool]:
+        """Decoded continuation (eos dropped), cut before the first stop; whether it stopped."""
+        if ids and ids[-1] == eos:
+            ids = ids[:-1]
+        text = tokenizer.decode(ids)
+        cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+        return (text[:cut], True) if cut >= 0 else (text, False)
+
+    def write(text: str) -> None:
+        nonlocal written
+        if len(text) > written:
+            stream.write(text[written:])
+            stream.flush()
+            written = len(text)
+
+    def finished(row: int, ids: list[int]) -> bool:
+        text, stopped = text_of(ids)
+        if stream is not None and not stopped:
+            # Hold back what could still turn out to start a stop string.
+            write(text[:len(text) - hold].rstrip("\ufffd"))
+        return stopped
+
+    # Without stop strings or a stream there is nothing to check per token: skip decoding.
+    needs_check = bool(stops) or stream is not None
+    out = _generate(model, rows, config, finished=finished if needs_check else None)
+    texts = [text_of(ids)[0] for ids in out]
+    if stream is not None:
+        write(texts[0])  # the held-back tail, now final
+    return texts[0] if isinstance(prompt, str) else texts

@@ -1,0 +1,76 @@
+"""Language modeling: next-token prediction on a text corpus with a GPT.
+
+Data: a corpus name, file or folder -> a tokenizer trained on it (char or byte-level BPE) ->
+memory-mapped train/val token arrays. Loss: mean cross-entropy of the next token. Metrics:
+validation loss, perplexity and bits per character, beside the unigram baseline (the loss of
+predicting every token from the training set's token frequencies, which ignores all context).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from attnlab.data import eval_batches, sample_batch
+from attnlab.models import GPT
+
+
+class LanguageModeling:
+    """A GPT, its tokenizer and token splits, with the loss and metrics of the task.
+
+    Args:
+        model: a `GPT` whose vocab_size matches the tokenizer (moved to `device`).
+        tokenizer: the run's tokenizer.
+        splits: `TokenSplits` with `.train` and `.val` token arrays.
+        eval_batch_count: validation batches per evaluation.
+        batch_size: sequences per validation batch.
+        device: where batches go.
+    """
+
+    def __init__(self, model: GPT, tokenizer, splits, *, eval_batch_count: int = 20,
+                 batch_size: int = 16, device: torch.device | str = "cpu"):
+        self.tokenizer, self.splits = tokenizer, splits
+        self.block = model.config.max_len
+        self.eval_batch_count, self.batch_size = eval_batch_count, batch_size
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.chars_per_token = self._chars_per_token()
+
+    def _chars_per_token(self) -> float:
+        """Characters per token on a slice of the validation text (1 for a char tokenizer
+        except where byte fallback spends several tokens on one character)."""
+        sample = np.asarray(self.splits.val[: 200_000], dtype=np.int64).tolist()
+        return len(self.tokenizer.decode(sample)) / max(len(sample), 1)
+
+    def train_batch(self, generator: torch.Generator, n: int, part: slice):
+        x, y = sample_batch(self.splits.train, n, self.block, generator)
+        return x[part].to(self.device), y[part].to(self.device)
+
+    def loss(self, model, batch) -> torch.Tensor:
+        x, y = batch
+        logits = model(x)
+        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+
+    def evaluate(self, model) -> dict:
+        total, count = 0.0, 0
+        for x, y in eval_batches(self.splits.val, self.batch_size, self.block,
+                                 self.eval_batch_count):
+            logits = model(x.to(self.device)).float()
+            total += F.cross_entropy(logits.flatten(0, 1), y.to(self.device).flatten(),
+                                     reduction="sum").item()
+            count += y.numel()
+        val = total / count
+        return {"val_loss": val, "perplexity": math.exp(val),
+                "bits_per_char": val / math.log(2) / self.chars_per_token}
+
+    def unigram_loss(self) -> float:
+        """Cross-entropy of the validation tokens under the training token frequencies
+        (add-one smoothed): what a model that ignores context can reach."""
+        V = self.tokenizer.vocab_size
+        counts = np.bincount(np.asarray(self.splits.train), minlength=V).astype(np.float64) + 1
+        logp = np.log(counts / counts.sum())
+        val = np.asarray(self.splits.val)
+        return float(-logp[val].mean())

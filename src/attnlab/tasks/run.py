@@ -1,0 +1,176 @@
+"""Run directories: create, resume, train, load and evaluate.
+
+A run directory is the unit users handle:
+
+    config.json       the resolved RunConfig (vocab size filled in from the tokenizer)
+    tokenizer.json    the tokenizer (never pickled)
+    metrics.jsonl     one JSON row per log / evaluation
+    loss.png          training curves
+    last/             resumable checkpoint: weights, optimizer, step, RNG states
+    best/             weights with the best validation loss
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from attnlab.data import encode_corpus, load_text, load_tokenizer, train_tokenizer
+from attnlab.errors import AttnlabError
+from attnlab.models import GPT
+from attnlab.tasks.config import RunConfig, load_run_config, merge, parse_overrides
+from attnlab.tasks.lm import LanguageModeling
+from attnlab.train import distributed
+from attnlab.train.checkpoint import atomic_write_text, load_model_weights, resolve
+from attnlab.train.trainer import Trainer, native_bf16, pick_device
+from attnlab.viz.curves import plot_training
+
+
+def default_run_dir(recipe: str) -> Path:
+    name = Path(recipe).stem if recipe.endswith((".yaml", ".yml")) else recipe
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "") -> str | None:
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            found = _first_difference(x, y, f"{prefix}{key}.")
+            if found:
+                return found
+        elif x != y:
+            return f"{prefix}{key} is {x!r} there, {y!r} here"
+    return None
+
+
+def read_run_config(run_dir: Path) -> RunConfig:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise AttnlabError(f"{run_dir} is not an attnlab run directory (no config.json)")
+    try:
+        return RunConfig.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise AttnlabError(f"{path} is corrupt (not JSON)") from None
+
+
+def prepare_run(recipe: str | None, overrides: list[str], out: Path | None, *,
+                resume: bool) -> tuple[RunConfig, Path]:
+    """Resolve the config and the run directory; refuse to touch a user's directory wrongly."""
+    if resume:
+        if out is None:
+            raise AttnlabError("--resume needs --out RUN_DIR, the run to continue")
+        stored = read_run_config(out)
+        if resolve(out / "last") is None:
+            raise AttnlabError(f"--resume: no checkpoint in {out}; nothing to resume")
+        cfg = stored
+        if recipe is not None or overrides:
+            asked = load_run_config(recipe, overrides) if recipe else RunConfig.from_dict(
+                merge(stored.to_dict(), parse_overrides(overrides)))
+            asked.model = dataclasses.replace(asked.model, vocab_size=stored.model.vocab_size)
+            for section in ("model", "data"):
+                diff = _first_difference(dataclasses.asdict(getattr(stored, section)),
+                                         dataclasses.asdict(getattr(asked, section)))
+                if diff:
+                    raise AttnlabError(f"{out} holds another {section}: {section}.{diff}; "
+                                       f"resume it as it is or start a new run")
+            cfg = dataclasses.replace(stored, train=asked.train)
+        return cfg, Path(out)
+    if recipe is None:
+        raise AttnlabError("give a recipe name or a YAML config (see `attnlab recipes`)")
+    cfg = load_run_config(recipe, overrides)
+    out = Path(out) if out is not None else default_run_dir(recipe)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise AttnlabError(f"{out} exists and is not empty; a new run never writes into it "
+                           f"(use --resume to continue a run there, or another --out)")
+    return cfg, out
+
+
+def build_task(cfg: RunConfig, run_dir: Path, *, device, dist=None, fresh: bool):
+    """Text, tokenizer and token splits for the run; the LM task with its model."""
+    dist = dist or distributed.Dist()
+    text, _ = load_text(cfg.data.source)
+    if fresh:
+        vocab = cfg.data.vocab_size if cfg.data.tokenizer == "bpe" else None  # char: the text's
+        tokenizer = train_tokenizer(cfg.data.tokenizer, text, vocab)
+    else:
+        tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    if dist.main:  # one process fills the token cache, the others then read it
+        splits = encode_corpus(text, tokenizer, val_fraction=cfg.data.val_fraction)
+    distributed.barrier(dist)
+    if not dist.main:
+        splits = encode_corpus(text, tokenizer, val_fraction=cfg.data.val_fraction)
+    if cfg.model.vocab_size != tokenizer.vocab_size:
+        cfg.model = dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size)
+    torch.manual_seed(cfg.train.seed)  # the model's initialization
+    task = LanguageModeling(GPT(cfg.model), tokenizer, splits,
+                            eval_batch_count=cfg.train.eval_batches,
+                            batch_size=cfg.train.batch_size, device=device)
+    return task, tokenizer
+
+
+def train_run(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool = True,
+              log=print) -> dict:
+    """Train (or continue) the run; write every file of the run directory."""
+    device = pick_device(cfg.train.device)
+    dist = distributed.setup(device.type)
+    try:
+        if dist.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        distributed.barrier(dist)
+        task, tokenizer = build_task(cfg, run_dir, device=device, dist=dist, fresh=not resume)
+        if dist.main and not resume:
+            tokenizer.save(run_dir / "tokenizer.json")
+            atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+        unigram = task.unigram_loss()
+        if dist.main and not resume:
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": 0, "unigram_loss": unigram}) + "\n")
+        model = task.model
+        if dist.main:
+            log(f"run {run_dir}: {model.num_parameters():,} parameters, "
+                f"{len(task.splits.train):,} training tokens, vocab {tokenizer.vocab_size}, "
+                f"device {device}, {dist.world} process(es)")
+        trainer = Trainer(task, run_dir, cfg.train, dist=dist, device=device, resume=resume,
+                          progress=progress)
+        if dist.main:
+            log(f"precision {trainer.precision} (train.precision={cfg.train.precision}; native "
+                f"bf16 matmul on {device.type}: {native_bf16(device)})")
+        summary = trainer.fit(tokens_per_sequence=cfg.model.max_len)
+        summary["unigram_loss"] = unigram
+        if dist.main:
+            plot_training(run_dir / "metrics.jsonl", run_dir / "loss.png", title=str(run_dir))
+        return summary
+    finally:
+        distributed.teardown(dist)
+
+
+def load_run(run_dir: Path, *, checkpoint: str = "best", device="cpu"):
+    """(model, tokenizer, config) of a run directory, weights from `best/` or `last/`."""
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    found = resolve(run_dir / checkpoint) or (resolve(run_dir / "last")
+                                              if checkpoint == "best" else None)
+    if found is None:
+        raise AttnlabError(f"{run_dir} has no weights ({checkpoint}/ checkpoint missing)")
+    model = GPT(cfg.model)
+    load_model_weights(model, found / "model.safetensors")
+    return model.to(device).eval(), tokenizer, cfg
+
+
+def evaluate_run(run_dir: Path, *, checkpoint: str = "best", batches: int | None = None) -> dict:
+    """Validation loss, perplexity and bits per character of a trained run."""
+    model, tokenizer, cfg = load_run(run_dir, checkpoint=checkpoint)
+    text, _ = load_text(cfg.data.source)
+    splits = encode_corpus(text, tokenizer, val_fraction=cfg.data.val_fraction)
+    task = LanguageModeling(model, tokenizer, splits,
+                            eval_batch_count=batches or cfg.train.eval_batches,
+                            batch_size=cfg.train.batch_size)
+    with torch.no_grad():
+        metrics = task.evaluate(model)
+    metrics["unigram_loss"] = task.unigram_loss()
+    return metrics

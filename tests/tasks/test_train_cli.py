@@ -1,0 +1,223 @@
+"""The main job end to end through the CLI: train, resume, kill, distribute, evaluate."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from attnlab.cli import main
+from attnlab.data import load_tokenizer
+
+TINY = {
+    "model": {"d_model": 32, "n_heads": 2, "n_layers": 2, "max_len": 32, "dropout": 0.1},
+    "data": {"tokenizer": "char"},
+    "train": {"max_steps": 8, "batch_size": 4, "eval_interval": 4, "eval_batches": 2,
+              "checkpoint_interval": 2, "log_interval": 1, "sample_tokens": 0,
+              "precision": "fp32", "warmup_steps": 2, "lr": 3e-3},
+}
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNLAB_HOME", str(tmp_path / "home"))
+    text = tmp_path / "corpus.txt"
+    lines = [f"{w} the {v} of {n}\n" for w in ("to be", "or not", "a rose", "my lord")
+             for v in ("king", "queen", "fool") for n in range(40)]
+    text.write_text("".join(lines))
+    recipe = tmp_path / "tiny.yaml"
+    cfg = json.loads(json.dumps(TINY))
+    cfg["data"]["source"] = str(text)
+    recipe.write_text(yaml.safe_dump(cfg))
+    return tmp_path, recipe
+
+
+def weights(run: Path, which="last"):
+    return load_file(str(run / which / "model.safetensors"))
+
+
+def assert_same_weights(a: Path, b: Path):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def cli(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "attnlab", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def test_train_writes_a_complete_run_directory(setup, capsys):
+    tmp, recipe = setup
+    run = tmp / "run"
+    assert main(["train", str(recipe), "--out", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "validation loss" in out and "unigram baseline" in out and str(run) in out
+    names = {p.name for p in run.iterdir()}
+    assert {"config.json", "tokenizer.json", "metrics.jsonl", "loss.png", "last",
+            "best"} <= names
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["model"]["vocab_size"] == load_tokenizer(run / "tokenizer.json").vocab_size
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["unigram_loss"] > 0
+    assert [r["step"] for r in rows if "val_loss" in r] == [4, 8]
+    assert main(["eval", str(run), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["perplexity"] == pytest.approx(2.718281828 ** m["val_loss"], rel=1e-6)
+    assert m["bits_per_char"] > 0
+
+
+def test_stopped_and_resumed_runs_are_bit_identical_to_a_straight_one(setup):
+    """A time limit stops a run (with a checkpoint) after one step; resuming twice with
+    `--max-minutes` finishes it. Learning rates, data order and dropout all line up."""
+    tmp, recipe = setup
+    assert main(["train", str(recipe), "--out", str(tmp / "a"), "--no-progress"]) == 0
+    b = tmp / "b"
+    assert main(["train", str(recipe), "--out", str(b), "--no-progress",
+                 "--max-minutes", "1e-9"]) == 0
+    assert json.loads((b / "last" / "trainer.json").read_text())["step"] == 1
+    assert main(["train", "--resume", "--out", str(b), "--no-progress",
+                 "--max-minutes", "1e-9"]) == 0
+    assert json.loads((b / "last" / "trainer.json").read_text())["step"] == 2
+    assert main(["train", "--resume", "--out", str(b), "--no-progress",
+                 "--max-minutes", "0"]) == 0
+    assert_same_weights(tmp / "a", b)
+
+
+@pytest.mark.parametrize("point", ["before_swap", "mid_swap"])
+def test_sigkill_during_a_checkpoint_write_then_resume_is_bit_identical(setup, point):
+    tmp, recipe = setup
+    env = {**os.environ, "ATTNLAB_HOME": str(tmp / "home")}
+    straight = tmp / "straight"
+    done = cli("train", str(recipe), "--out", str(straight), "--no-progress", env=env)
+    assert done.returncode == 0, done.stderr
+    killed = tmp / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "attnlab", "train", str(recipe), "--out", str(killed),
+         "--no-progress"], env={**env, "ATTNLAB_CHECKPOINT_FAULT": point},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:  # the step-4 checkpoint pauses while replacing step 2's
+        if "checkpoint fault point" in line:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    resumed = cli("train", "--resume", "--out", str(killed), "--no-progress", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_weights(straight, killed)
+
+
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(setup):
+    tmp, recipe = setup
+    env = {**os.environ, "ATTNLAB_HOME": str(tmp / "home"), "OMP_NUM_THREADS": "1"}
+    common = ["train", str(recipe), "--no-progress", "--set", "model.dropout=0.0",
+              "--set", "train.max_steps=6"]
+    one = cli(*common, "--out", str(tmp / "one"), env=env)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", "29517", "-m", "attnlab", *common, "--out", str(tmp / "two")],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+
+    def losses(run):
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return [r["loss"] for r in rows if "loss" in r]
+
+    a, b = losses(tmp / "one"), losses(tmp / "two")
+    assert len(a) == len(b) == 6
+    for x, y in zip(a, b, strict=True):
+        assert abs(x - y) < 1e-4, (a, b)
+
+
+def run_fails(args, message, env=None):
+    result = cli(*args, env=env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def test_bad_input_is_one_line_exit_2_and_nothing_overwritten(setup):
+    tmp, recipe = setup
+    env = {**os.environ, "ATTNLAB_HOME": str(tmp / "home")}
+    busy = tmp / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    run_fails(["train", str(recipe), "--out", str(busy)], "not empty", env)
+    assert (busy / "keep.txt").read_text() == "mine" and len(list(busy.iterdir())) == 1
+    run_fails(["train", str(recipe), "--out", str(busy), "--resume"], "not an attnlab run", env)
+    run_fails(["train", "gpt-chr"], "did you mean 'gpt-char'", env)
+    run_fails(["train", str(recipe), "--set", "train.lrr=1"], "did you mean 'train.lr'", env)
+    empty = tmp / "empty.txt"
+    empty.write_text("")
+    run_fails(["train", str(recipe), "--set", f"data.source={empty}", "--out",
+               str(tmp / "e")], "empty", env)
+    binary = tmp / "bin.dat"
+    binary.write_bytes(b"\x00\x01\x02" * 100)
+    run_fails(["train", str(recipe), "--set", f"data.source={binary}", "--out",
+               str(tmp / "f")], "binary", env)
+    run_fails(["train", str(recipe), "--set", f"data.source={tmp / 'nope.txt'}", "--out",
+               str(tmp / "g")], "nope.txt", env)
+    bad_yaml = tmp / "bad.yaml"
+    bad_yaml.write_text("model: [unclosed\n")
+    run_fails(["train", str(bad_yaml)], "not valid YAML", env)
+    for d in ("e", "f", "g"):
+        assert not (tmp / d).exists() or not any((tmp / d).iterdir())
+
+
+def test_resume_refuses_another_model_and_missing_checkpoints(setup):
+    tmp, recipe = setup
+    env = {**os.environ, "ATTNLAB_HOME": str(tmp / "home")}
+    run = tmp / "run"
+    assert cli("train", str(recipe), "--out", str(run), "--no-progress",
+               env=env).returncode == 0
+    before = (run / "last" / "model.safetensors").read_bytes()
+    run_fails(["train", str(recipe), "--resume", "--out", str(run), "--set",
+               "model.d_model=64"], "holds another model: model.d_model is 32 there, 64 here",
+              env)
+    run_fails(["train", "--resume", "--out", str(run)], "already at step 8 of 8", env)
+    assert (run / "last" / "model.safetensors").read_bytes() == before
+    ok = cli("train", "--resume", "--out", str(run), "--max-steps", "10", "--no-progress",
+             env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((run / "last" / "trainer.json").read_text())["step"] == 10
+    # a truncated weights file is a clear error for every command that reads it
+    data = (run / "best" / "model.safetensors").read_bytes()
+    (run / "best" / "model.safetensors").write_bytes(data[: len(data) // 3])
+    run_fails(["eval", str(run)], "truncated or corrupt", env)
+    run_fails(["eval", str(tmp)], "not an attnlab run directory", env)
+
+
+def test_generate_command_streams_what_the_library_generates(setup):
+    from attnlab.generate import generate_text
+    from attnlab.tasks.run import load_run
+
+    tmp, recipe = setup
+    env = {**os.environ, "ATTNLAB_HOME": str(tmp / "home")}
+    run = tmp / "run"
+    assert cli("train", str(recipe), "--out", str(run), "--no-progress",
+               env=env).returncode == 0
+    args = ["generate", str(run), "--prompt", "to be", "--max-new-tokens", "25",
+            "--temperature", "0"]
+    streamed = cli(*args, env=env)
+    whole = cli(*args, "--no-stream", env=env)
+    assert streamed.returncode == whole.returncode == 0, streamed.stderr
+    model, tokenizer, _ = load_run(run)
+    expected = "to be" + generate_text(model, tokenizer, "to be", max_new_tokens=25,
+                                       temperature=0.0)
+    assert streamed.stdout == whole.stdout == expected + "\n"
+    continuation = expected[len("to be"):]
+    stop = continuation[3:6]
+    cut = cli(*args, "--stop", stop, env=env)
+    assert cut.stdout == "to be" + continuation[: continuation.find(stop)] + "\n"
+    too_long = cli("generate", str(run), "--prompt", "x" * 40, env=env)
+    assert too_long.returncode == 2 and too_long.stdout == ""
+    assert "context is 32" in too_long.stderr

@@ -1,0 +1,542 @@
+"""Generation: the sampling helpers against direct computations, the cached decoding loop against
+full recomputation (inside and beyond the context), batching, seeds, eos, stop strings,
+streaming, errors, and greedy decoding against Hugging Face GPT-2 on identical weights."""
+
+import io
+import os
+
+import pytest
+import torch
+
+from attnlab.errors import AttnlabError, ConfigError
+from attnlab.generate import (
+    GenerationConfig,
+    apply_repetition_penalty,
+    generate,
+    generate_text,
+    sample_next,
+    top_k_filter,
+    top_p_filter,
+)
+from attnlab.models import GPT, GPTConfig
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+V = 31
+ALPHABET = "abcdefghijklmnopqrstuvwxyz .,!?"  # one character per token id
+assert len(ALPHABET) == V
+
+SAMPLED = dict(temperature=0.9, top_k=12, top_p=0.9, repetition_penalty=1.3, seed=7)
+
+
+@torch.no_grad()
+def tiny_gpt(max_len=16, vocab_size=V, **kw) -> GPT:
+    """A tiny random GPT whose weights are re-drawn at a scale where greedy decoding does not
+    collapse at once onto one token and sampling is neither uniform nor near-greedy."""
+    torch.manual_seed(0)
+    base = dict(vocab_size=vocab_size, d_model=32, n_heads=4, n_layers=2, max_len=max_len,
+                tie_embeddings=False)
+    model = GPT(GPTConfig(**{**base, **kw})).eval()
+    for name, p in model.named_parameters():
+        if p.dim() == 2:
+            emb = "tok_emb" in name or "positional" in name
+            p.normal_(0.0, 1.0 if emb else p.shape[1] ** -0.5)
+    return model
+
+
+class CharTokenizer:
+    """Stand-in for a real tokenizer: one id per character of ALPHABET."""
+
+    def encode(self, text):
+        return [ALPHABET.index(c) for c in text]
+
+    def decode(self, ids):
+        return "".join(ALPHABET[i] for i in ids)
+
+
+class ByteTokenizer:
+    """Byte-level: an incomplete UTF-8 character decodes to U+FFFD until its bytes arrive."""
+
+    def encode(self, text):
+        return list(text.encode())
+
+    def decode(self, ids):
+        return bytes(ids).decode("utf-8", errors="replace")
+
+
+class Counter:
+    """Counts the model's forward calls and the tokens they process."""
+
+    def __init__(self, model):
+        self.calls = self.tokens = 0
+        model.register_forward_pre_hook(self.hook)
+
+    def hook(self, module, args):
+        self.calls += 1
+        self.tokens += args[0].numel()
+
+
+class Recorder(io.StringIO):
+    """A text stream that keeps each write separately."""
+
+    def __init__(self):
+        super().__init__()
+        self.writes = []
+
+    def write(self, s):
+        self.writes.append(s)
+        return super().write(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("temperature", -0.5, "temperature must be >= 0"),
+    ("temperature", float("nan"), "temperature must be >= 0"),
+    ("top_k", 0, "top_k must be an integer >= 1"),
+    ("top_p", 0.0, r"top_p must be in \(0, 1\]"),
+    ("top_p", 1.5, r"top_p must be in \(0, 1\]"),
+    ("repetition_penalty", 0.0, "repetition_penalty must be > 0"),
+    ("repetition_penalty", -1.0, "repetition_penalty must be > 0"),
+    ("max_new_tokens", -1, "max_new_tokens must be an integer >= 0"),
+    ("stop", ("",), "stop must be a list of non-empty strings"),
+])
+def test_config_rejects_bad_values_with_one_line(field, value, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        GenerationConfig(**{field: value})
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=message):  # overrides are validated too
+        generate(tiny_gpt(), [[1]], **{field: value})
+
+
+def test_config_accepts_edges_and_names_unknown_overrides():
+    cfg = GenerationConfig(temperature=0, top_k=1, top_p=1.0, repetition_penalty=0.5,
+                           max_new_tokens=0, stop="END")
+    assert cfg.stop == ("END",)  # a bare string is one stop string, not three
+    with pytest.raises(ConfigError, match="did you mean 'temperature'"):
+        generate(tiny_gpt(), [[1]], temprature=0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling helpers
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_seen_logits():
+    logits = torch.tensor([[2.0, -2.0, 1.0, -1.0, 0.0], [3.0, 3.0, -3.0, -3.0, 0.5]])
+    seen = torch.tensor([[True, True, False, False, True], [False, True, False, True, False]])
+    out = apply_repetition_penalty(logits, seen, 2.0)
+    expected = logits.clone()
+    for b in range(2):
+        for v in range(5):
+            if seen[b, v]:
+                x = logits[b, v].item()
+                expected[b, v] = x / 2.0 if x > 0 else x * 2.0
+    assert torch.equal(out, expected)
+    assert torch.equal(apply_repetition_penalty(logits, seen, 1.0), logits)
+
+
+def test_top_k_keeps_exactly_k_largest():
+    logits = torch.randn(4, 20)
+    for k in (1, 3, 19):
+        out = top_k_filter(logits, k)
+        kept = out.isfinite()
+        assert (kept.sum(-1) == k).all()
+        assert torch.equal(out[kept], logits[kept])
+        for b in range(4):
+            assert set(kept[b].nonzero().flatten().tolist()) == set(
+                logits[b].argsort(descending=True)[:k].tolist())
+    ties = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    assert top_k_filter(ties, 2).isfinite().sum() == 2  # a threshold would keep three
+    assert torch.equal(top_k_filter(logits, 20), logits)
+    assert torch.equal(top_k_filter(logits, None), logits)
+
+
+def nucleus(probs, p):
+    """Direct computation: the smallest number of most likely tokens whose mass reaches p."""
+    ranked = sorted(range(len(probs)), key=lambda i: -probs[i])
+    total = 0.0
+    for m, i in enumerate(ranked, 1):
+        total += probs[i]
+        if total >= p:
+            return set(ranked[:m])
+    return set(ranked)
+
+
+@pytest.mark.parametrize("p", [1e-6, 0.3, 0.5, 0.9, 0.99])
+def test_top_p_keeps_smallest_set_reaching_p(p):
+    logits = torch.randn(6, 12, dtype=torch.float64) * 2
+    out = top_p_filter(logits, p)
+    for b in range(6):
+        kept = set(out[b].isfinite().nonzero().flatten().tolist())
+        assert kept == nucleus(logits[b].softmax(-1).tolist(), p)
+        assert len(kept) >= 1
+    assert torch.equal(out[out.isfinite()], logits[out.isfinite()])
+
+
+def test_top_p_exact_boundary_and_one_keeps_all():
+    probs = torch.tensor([[0.5, 0.25, 0.125, 0.125]])
+    logits = probs.log()
+    assert top_p_filter(logits, 0.75).isfinite().tolist() == [[True, True, False, False]]
+    assert top_p_filter(logits, 0.76).isfinite().tolist() == [[True, True, True, False]]
+    assert torch.equal(top_p_filter(logits, 1.0), logits)
+
+
+def test_temperature_zero_is_argmax():
+    logits = torch.randn(5, 17)
+    assert torch.equal(sample_next(logits, temperature=0), logits.argmax(-1))
+    assert torch.equal(sample_next(logits, temperature=0, top_k=3, top_p=0.1),
+                       logits.argmax(-1))
+
+
+def test_sampling_frequencies_follow_filtered_tempered_softmax():
+    logits = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.0, -1.0])
+    n, T, k = 40000, 0.7, 4
+    draws = sample_next(logits.expand(n, -1), temperature=T, top_k=k,
+                        generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=6).double() / n
+    expected = torch.zeros(6, dtype=torch.float64)
+    expected[:k] = (logits[:k].double() / T).softmax(-1)
+    assert freq[k:].sum() == 0  # filtered tokens are never drawn
+    assert torch.allclose(freq, expected, atol=0.01), (freq, expected)
+
+
+def test_per_row_generators_make_rows_independent():
+    logits = torch.randn(3, 10)
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+    together = sample_next(logits, generator=gens)
+    alone = [sample_next(logits[b:b + 1], generator=torch.Generator().manual_seed(b + 1))
+             for b in range(3)]
+    assert together.tolist() == [int(a) for a in alone]
+
+
+# ---------------------------------------------------------------------------------------------
+# Cached decoding equals full recomputation
+
+
+PROMPTS = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10, 11, 12, 13]]  # left-padded; the second reaches
+# the 16-token context after 6 new tokens, so 20 tokens also test decoding beyond it
+
+
+@pytest.mark.parametrize("mode", ["greedy", "sampled"])
+@pytest.mark.parametrize("attention", ["full", "local"])
+@pytest.mark.parametrize("positional", ["none", "sinusoidal", "learned", "rope", "alibi"])
+def test_cached_equals_uncached_token_for_token(positional, attention, mode):
+    opts = {"window": 4} if attention == "local" else {}
+    model = tiny_gpt(positional=positional, attention=attention, attention_options=opts)
+    kw = dict(max_new_tokens=20, **(SAMPLED if mode == "sampled" else {"temperature": 0}))
+    cached = generate(model, PROMPTS, **kw)
+    uncached = generate(model, PROMPTS, use_cache=False, **kw)
+    assert cached == uncached
+    assert [len(r) for r in cached] == [20, 20]
+    assert len({t for r in cached for t in r}) > 3  # not a degenerate repetition
+
+
+def crop_reference(model, prompt, n, *, penalty, seed, top_k):
+    """nanoGPT's loop, written out: the model sees the last max_len tokens, recomputed each
+    step; CTRL's penalty on every token of the sequence so far (cropped ones included); one
+    draw per step from the generator seeded with `seed` (row 0's)."""
+    seq = list(prompt)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _ in range(n):
+            logits = model(torch.tensor([seq[-model.config.max_len:]]))[0, -1]
+            for t in set(seq):
+                logits[t] = logits[t] / penalty if logits[t] > 0 else logits[t] * penalty
+            seq.append(int(sample_next(logits[None], top_k=top_k, generator=[gen])))
+    return seq[len(prompt):]
+
+
+@pytest.mark.parametrize("positional", ["learned", "rope"])
+def test_beyond_the_context_the_model_sees_the_last_max_len_tokens(positional):
+    model = tiny_gpt(positional=positional)
+    prompt = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8]
+    kw = dict(max_new_tokens=24, repetition_penalty=1.3, seed=5, top_k=10)
+    expected = crop_reference(model, prompt, 24, penalty=1.3, seed=5, top_k=10)  # 36 > 16
+    assert generate(model, [prompt], **kw) == [expected]
+    assert generate(model, [prompt], use_cache=False, **kw) == [expected]
+    assert len(set(expected[8:])) > 3
+
+
+@pytest.mark.parametrize("positional, attention", [
+    ("learned", "full"), ("rope", "full"), ("alibi", "full"), ("rope", "local")])
+def test_batched_left_padded_equals_one_at_a_time(positional, attention):
+    opts = {"window": 4} if attention == "local" else {}
+    model = tiny_gpt(positional=positional, attention=attention, attention_options=opts)
+    prompts = [[5], [3, 1, 4], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 11, 12], [2, 7]]
+    batched = generate(model, prompts, temperature=0, max_new_tokens=10)  # past 16 for row 2
+    alone = [generate(model, [p], temperature=0, max_new_tokens=10)[0] for p in prompts]
+    assert batched == alone
+    assert len({tuple(r) for r in batched}) > 1
+
+
+def test_tensor_prompts_equal_list_prompts():
+    model = tiny_gpt()
+    prompts = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    assert (generate(model, prompts, temperature=0, max_new_tokens=6)
+            == generate(model, prompts.tolist(), temperature=0, max_new_tokens=6))
+
+
+def test_cached_path_processes_each_token_once():
+    model = tiny_gpt(max_len=64)
+    P, n = 5, 8
+    prompt = [list(range(1, P + 1))]
+    counter = Counter(model)
+    generate(model, prompt, temperature=0, max_new_tokens=n)
+    assert (counter.calls, counter.tokens) == (n, P + n - 1)  # prefill, then one per step
+    counter.calls = counter.tokens = 0
+    generate(model, prompt, temperature=0, max_new_tokens=n, use_cache=False)
+    assert (counter.calls, counter.tokens) == (n, sum(P + s for s in range(n)))  # O(n^2)
+
+
+def test_cached_path_rebuilds_the_window_once_the_context_is_full():
+    model = tiny_gpt(max_len=16)
+    counter = Counter(model)
+    generate(model, [list(range(10))], temperature=0, max_new_tokens=10)
+    # Prefill 10; the sequences of 11..16 tokens take one token each; those of 17, 18, 19
+    # rebuild the cache from the last 15 tokens, then step one: 16 tokens each.
+    assert counter.tokens == 10 + 6 * 1 + 3 * 16
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeds, eos, streaming of token ids, mode
+
+
+def test_seeded_sampling_is_reproducible_and_seeds_differ():
+    model = tiny_gpt()
+    kw = dict(max_new_tokens=16, temperature=1.0)
+    a = generate(model, PROMPTS, seed=1, **kw)
+    assert generate(model, PROMPTS, seed=1, **kw) == a
+    assert generate(model, PROMPTS, seed=2, **kw) != a
+    # Row b samples from its own generator seeded with seed + b: batching does not change it.
+    assert generate(model, [PROMPTS[1]], seed=2, **kw) == [a[1]]
+
+
+def test_unseeded_sampling_varies_and_leaves_the_global_rng_alone():
+    model = tiny_gpt()
+    state = torch.get_rng_state()
+    runs = {tuple(generate(model, [[1, 2]], max_new_tokens=16, temperature=1.0)[0])
+            for _ in range(3)}
+    assert len(runs) > 1
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_eos_ends_its_row_only_and_all_done_ends_early():
+    model = tiny_gpt(max_len=64)
+    ref = generate(model, PROMPTS, temperature=0, max_new_tokens=20)
+    k = next(i for i in range(2, 20) if ref[0][i] not in ref[0][:i])  # a first occurrence
+    eos = ref[0][k]
+    out = generate(model, PROMPTS, temperature=0, max_new_tokens=20, eos_id=eos)
+    assert out[0] == ref[0][:k + 1]  # eos included, nothing after it
+    j = ref[1].index(eos) + 1 if eos in ref[1] else 20
+    assert out[1] == ref[1][:j]
+    counter = Counter(model)
+    assert generate(model, PROMPTS[:1], temperature=0, max_new_tokens=20,
+                    eos_id=eos) == [ref[0][:k + 1]]
+    assert counter.calls == k + 1  # prefill + k steps, not max_new_tokens
+
+
+def test_on_token_streams_each_token_as_produced():
+    model = tiny_gpt()
+    counter = Counter(model)
+    seen = []
+    out = generate(model, PROMPTS, temperature=0, max_new_tokens=6,
+                   on_token=lambda row, t: seen.append((row, t, counter.calls)))
+    assert [(r, t) for r, t, _ in seen] == [(b, out[b][s]) for s in range(6) for b in range(2)]
+    assert [c for _, _, c in seen] == [s + 1 for s in range(6) for _ in range(2)]
+
+
+def test_runs_in_eval_and_inference_mode_then_restores_the_mode():
+    model = tiny_gpt(dropout=0.5).train()
+    state = []
+    out = generate(model, [[1, 2, 3]], temperature=0, max_new_tokens=8,
+                   on_token=lambda r, t: state.append((model.training,
+                                                       torch.is_inference_mode_enabled())))
+    assert set(state) == {(False, True)}
+    assert model.training
+    assert generate(model, [[1, 2, 3]], temperature=0, max_new_tokens=8) == out  # no dropout
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+def test_prompt_longer_than_the_context_is_an_error():
+    model = tiny_gpt(max_len=16)
+    with pytest.raises(AttnlabError, match="prompt has 17 tokens but the model's context is "
+                                           "16; shorten it"):
+        generate(model, [list(range(17))], max_new_tokens=1)
+    assert len(generate(model, [list(range(16))], temperature=0, max_new_tokens=3)[0]) == 3
+
+
+def test_empty_prompt_is_an_error():
+    model = tiny_gpt()
+    with pytest.raises(AttnlabError, match="empty prompt"):
+        generate(model, [[1, 2], []])
+    with pytest.raises(AttnlabError, match="empty prompt"):
+        generate_text(model, CharTokenizer(), "")
+
+
+@pytest.mark.parametrize("prompts, message", [
+    ([1, 2, 3], "wrap a single prompt"),
+    ([[1.5, 2]], "integer ids"),
+    (torch.tensor([1, 2]), r"shaped \(batch, length\)"),
+    ("abc", "list of token-id lists"),
+])
+def test_malformed_prompts_are_errors(prompts, message):
+    with pytest.raises(AttnlabError, match=message):
+        generate(tiny_gpt(), prompts)
+
+
+def test_zero_new_tokens_and_no_prompts():
+    model = tiny_gpt()
+    counter = Counter(model)
+    assert generate(model, PROMPTS, max_new_tokens=0) == [[], []]
+    assert generate(model, []) == []
+    assert counter.calls == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+
+
+def test_generate_text_returns_the_decoded_continuation():
+    model, tok = tiny_gpt(), CharTokenizer()
+    text = generate_text(model, tok, "hello", temperature=0, max_new_tokens=12)
+    assert text == tok.decode(generate(model, [tok.encode("hello")], temperature=0,
+                                       max_new_tokens=12)[0])
+    assert len(text) == 12
+    batch = generate_text(model, tok, ["hello", "a"], temperature=0, max_new_tokens=12)
+    assert batch == [text, generate_text(model, tok, "a", temperature=0, max_new_tokens=12)]
+
+
+def test_eos_is_not_part_of_the_text():
+    model, tok = tiny_gpt(), CharTokenizer()
+    ids = generate(model, [tok.encode("hello")], temperature=0, max_new_tokens=12)[0]
+    eos = ids[4]
+    text = generate_text(model, tok, "hello", temperature=0, max_new_tokens=12, eos_id=eos)
+    assert text == tok.decode(ids[:ids.index(eos)])
+
+
+def first_stop(text, stops):
+    cuts = [text.find(s) for s in stops if s in text]
+    return min(cuts) if cuts else None
+
+
+def test_stop_strings_cut_the_text_and_end_the_row():
+    model, tok = tiny_gpt(max_len=64), CharTokenizer()
+    prompts = ["hello", "the cat"]
+    ref = generate_text(model, tok, prompts, temperature=0, max_new_tokens=40)
+    i = 6
+    stops = (ref[0][i:i + 3], "zzzz")
+    assert first_stop(ref[0], stops) is not None
+    out = generate_text(model, tok, prompts, temperature=0, max_new_tokens=40, stop=stops)
+    for text, full in zip(out, ref, strict=True):
+        cut = first_stop(full, stops)
+        assert text == (full if cut is None else full[:cut])
+    # One character per token: the row ends with the token that completes the stop string.
+    counter = Counter(model)
+    single = generate_text(model, tok, prompts[0], temperature=0, max_new_tokens=40, stop=stops)
+    cut = first_stop(ref[0], stops)
+    assert single == ref[0][:cut]
+    assert counter.calls == cut + len(ref[0][cut:cut + 3])  # prefill + steps up to the stop
+
+
+@pytest.mark.parametrize("with_stop", [False, True])
+def test_stream_writes_exactly_the_returned_text_as_it_is_produced(with_stop):
+    model, tok = tiny_gpt(max_len=64), CharTokenizer()
+    ref = generate_text(model, tok, "hello", temperature=0, max_new_tokens=30)
+    stops = (ref[10:14],) if with_stop else ()
+    counter = Counter(model)
+    stream = Recorder()
+    calls_at_write = []
+    orig_write = stream.write
+    stream.write = lambda s: (calls_at_write.append(counter.calls), orig_write(s))[1]
+    text = generate_text(model, tok, "hello", temperature=0, max_new_tokens=30, stop=stops,
+                         stream=stream)
+    assert stream.getvalue() == text
+    assert text == (ref[:ref.index(stops[0])] if with_stop else ref)
+    assert len(stream.writes) > 3 and calls_at_write[0] < counter.calls  # incremental
+
+
+def test_stream_holds_back_incomplete_utf8_characters():
+    model, tok = tiny_gpt(vocab_size=256, max_len=128), ByteTokenizer()
+    stream = Recorder()
+    text = generate_text(model, tok, "hi", max_new_tokens=100, temperature=1.5, seed=3,
+                         stream=stream)
+    assert stream.getvalue() == text
+    # The test is only meaningful if a multi-byte character was completed along the way.
+    assert any(ord(c) > 127 and c != "\ufffd" for c in text)
+
+
+def test_stream_takes_one_prompt():
+    with pytest.raises(AttnlabError, match="single prompt"):
+        generate_text(tiny_gpt(), CharTokenizer(), ["a", "b"], stream=io.StringIO())
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face GPT-2
+
+
+@torch.no_grad()
+def gpt2_pair():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    d, n_pos, vocab = 32, 40, 53
+    hf_cfg = GPT2Config(vocab_size=vocab, n_positions=n_pos, n_embd=d, n_layer=2, n_head=4,
+                        activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
+                        attn_pdrop=0.0, bos_token_id=vocab - 1, eos_token_id=vocab - 1,
+                        pad_token_id=0, tie_word_embeddings=True)
+    hf_cfg._attn_implementation = "eager"
+    hf = GPT2LMHeadModel(hf_cfg).eval()
+    for name, p in hf.named_parameters():  # a scale at which greedy decoding goes somewhere
+        if "wte" in name or "wpe" in name:
+            p.normal_(0.0, 0.3)
+        elif p.dim() == 2:
+            p.normal_(0.0, 2 * p.shape[0] ** -0.5)  # Conv1D weights are (in, out)
+        elif ".ln_" not in name:
+            p.normal_(0.0, 0.1)
+    model = GPT(GPTConfig(vocab_size=vocab, d_model=d, n_heads=4, n_layers=2, max_len=n_pos,
+                          positional="learned", activation="gelu_tanh", norm="layernorm",
+                          norm_eps=hf_cfg.layer_norm_epsilon, tie_embeddings=True)).eval()
+    t = hf.transformer
+    model.tok_emb.weight.copy_(t.wte.weight)
+    model.positional.weight.copy_(t.wpe.weight)
+    for block, layer in zip(model.stack.blocks, t.h, strict=True):
+        attn = block.self_attn
+        w = layer.attn.c_attn.weight.split(d, dim=1)  # Conv1D (in, 3d): packed q | k | v
+        b = layer.attn.c_attn.bias.split(d)
+        for proj, wi, bi in zip((attn.q_proj, attn.k_proj, attn.v_proj), w, b, strict=True):
+            proj.weight.copy_(wi.T)
+            proj.bias.copy_(bi)
+        for ours, conv in ((attn.out_proj, layer.attn.c_proj), (block.ffn.fc1, layer.mlp.c_fc),
+                           (block.ffn.fc2, layer.mlp.c_proj)):
+            ours.weight.copy_(conv.weight.T)
+            ours.bias.copy_(conv.bias)
+        for ours, ln in ((block.attn_norm, layer.ln_1), (block.ffn_norm, layer.ln_2)):
+            ours.load_state_dict(ln.state_dict())
+    model.stack.norm.load_state_dict(t.ln_f.state_dict())
+    assert model.head.weight is model.tok_emb.weight
+    return model, hf
+
+
+def test_greedy_equals_hugging_face_gpt2_generate():
+    model, hf = gpt2_pair()
+    prompts = [[5, 17, 3, 29, 40, 8, 11], [22, 1, 9]]
+    T = 7
+    ids = torch.zeros(2, T, dtype=torch.long)
+    mask = torch.zeros(2, T, dtype=torch.long)
+    for b, p in enumerate(prompts):
+        ids[b, T - len(p):] = torch.tensor(p)
+        mask[b, T - len(p):] = 1
+    hf_kw = dict(do_sample=False, max_new_tokens=20, pad_token_id=0)
+    with torch.no_grad():  # HF: left padding + attention mask, positions from the mask
+        theirs = hf.generate(ids, attention_mask=mask, **hf_kw)[:, T:].tolist()
+        # HF's penalty would also hit padding ids, so compare it on an unpadded prompt.
+        penalized = hf.generate(ids[:1], repetition_penalty=1.3, **hf_kw)[0, T:].tolist()
+    assert generate(model, prompts, temperature=0, max_new_tokens=20) == theirs
+    assert generate(model, prompts[:1], temperature=0, max_new_tokens=20,
+                    repetition_penalty=1.3) == [penalized]
+    assert len(set(theirs[0])) > 3 and len(set(penalized)) > 5
