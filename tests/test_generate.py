@@ -498,26 +498,9 @@ def gpt2_pair():
             p.normal_(0.0, 2 * p.shape[0] ** -0.5)  # Conv1D weights are (in, out)
         elif ".ln_" not in name:
             p.normal_(0.0, 0.1)
-    model = GPT(GPTConfig(vocab_size=vocab, d_model=d, n_heads=4, n_layers=2, max_len=n_pos,
-                          positional="learned", activation="gelu_tanh", norm="layernorm",
-                          norm_eps=hf_cfg.layer_norm_epsilon, tie_embeddings=True)).eval()
-    t = hf.transformer
-    model.tok_emb.weight.copy_(t.wte.weight)
-    model.positional.weight.copy_(t.wpe.weight)
-    for block, layer in zip(model.stack.blocks, t.h, strict=True):
-        attn = block.self_attn
-        w = layer.attn.c_attn.weight.split(d, dim=1)  # Conv1D (in, 3d): packed q | k | v
-        b = layer.attn.c_attn.bias.split(d)
-        for proj, wi, bi in zip((attn.q_proj, attn.k_proj, attn.v_proj), w, b, strict=True):
-            proj.weight.copy_(wi.T)
-            proj.bias.copy_(bi)
-        for ours, conv in ((attn.out_proj, layer.attn.c_proj), (block.ffn.fc1, layer.mlp.c_fc),
-                           (block.ffn.fc2, layer.mlp.c_proj)):
-            ours.weight.copy_(conv.weight.T)
-            ours.bias.copy_(conv.bias)
-        for ours, ln in ((block.attn_norm, layer.ln_1), (block.ffn_norm, layer.ln_2)):
-            ours.load_state_dict(ln.state_dict())
-    model.stack.norm.load_state_dict(t.ln_f.state_dict())
+    from attnlab.interop import gpt_from_hf
+
+    model = gpt_from_hf(hf_cfg.to_dict(), hf.state_dict()).eval()
     assert model.head.weight is model.tok_emb.weight
     return model, hf
 

@@ -10,79 +10,11 @@ import torch
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from attnlab.models import GPT, GPTConfig
+from attnlab.interop import gpt_from_hf
+from attnlab.models import GPTConfig
 
 V, D, H, H_KV, L, N_POS = 97, 64, 4, 2, 2, 32
 ATOL = RTOL = 1e-4
-
-# ---------------------------------------------------------------------------------------------
-# Weight copying (to move into an interop module later)
-
-
-def copy_linear(dst: nn.Linear, weight, bias=None):
-    """Copy an (out, in) weight and optional bias into `dst`, shapes checked."""
-    assert dst.weight.shape == weight.shape, (dst.weight.shape, weight.shape)
-    dst.weight.copy_(weight)
-    if bias is not None:
-        assert dst.bias is not None and dst.bias.shape == bias.shape
-        dst.bias.copy_(bias)
-    else:
-        assert dst.bias is None
-
-
-def copy_conv1d(dst: nn.Linear, conv):
-    """GPT-2's Conv1D stores its weight as (in, out): y = x W + b."""
-    copy_linear(dst, conv.weight.T, conv.bias)
-
-
-def copy_norm(dst, src):
-    dst.weight.copy_(src.weight)
-    if getattr(src, "bias", None) is not None:
-        dst.bias.copy_(src.bias)
-
-
-@torch.no_grad()
-def load_gpt2(model: GPT, hf: GPT2LMHeadModel) -> None:
-    """Hugging Face GPT2LMHeadModel -> attnlab GPT (learned positions, tied head)."""
-    t = hf.transformer
-    model.tok_emb.weight.copy_(t.wte.weight)
-    model.positional.weight.copy_(t.wpe.weight)
-    for block, layer in zip(model.stack.blocks, t.h, strict=True):
-        attn = block.self_attn
-        w_q, w_k, w_v = layer.attn.c_attn.weight.split(D, dim=1)  # (in, 3 * out), packed q|k|v
-        b_q, b_k, b_v = layer.attn.c_attn.bias.split(D)
-        copy_linear(attn.q_proj, w_q.T, b_q)
-        copy_linear(attn.k_proj, w_k.T, b_k)
-        copy_linear(attn.v_proj, w_v.T, b_v)
-        copy_conv1d(attn.out_proj, layer.attn.c_proj)
-        copy_conv1d(block.ffn.fc1, layer.mlp.c_fc)
-        copy_conv1d(block.ffn.fc2, layer.mlp.c_proj)
-        copy_norm(block.attn_norm, layer.ln_1)
-        copy_norm(block.ffn_norm, layer.ln_2)
-    copy_norm(model.stack.norm, t.ln_f)
-    assert model.head.weight is model.tok_emb.weight  # tied, like hf.lm_head
-
-
-@torch.no_grad()
-def load_llama(model: GPT, hf: LlamaForCausalLM) -> None:
-    """Hugging Face LlamaForCausalLM -> attnlab GPT (RoPE, RMSNorm, SwiGLU, GQA, untied)."""
-    m = hf.model
-    model.tok_emb.weight.copy_(m.embed_tokens.weight)
-    for block, layer in zip(model.stack.blocks, m.layers, strict=True):
-        attn, ffn = block.self_attn, block.ffn
-        for ours, theirs in ((attn.q_proj, layer.self_attn.q_proj),
-                             (attn.k_proj, layer.self_attn.k_proj),
-                             (attn.v_proj, layer.self_attn.v_proj),
-                             (attn.out_proj, layer.self_attn.o_proj),
-                             (ffn.fc1, layer.mlp.gate_proj),
-                             (ffn.fc_up, layer.mlp.up_proj),
-                             (ffn.fc2, layer.mlp.down_proj)):
-            copy_linear(ours, theirs.weight, theirs.bias)
-        copy_norm(block.attn_norm, layer.input_layernorm)
-        copy_norm(block.ffn_norm, layer.post_attention_layernorm)
-    copy_norm(model.stack.norm, m.norm)
-    copy_linear(model.head, hf.lm_head.weight)
-
 
 @torch.no_grad()
 def redraw_(hf: nn.Module) -> None:
@@ -117,10 +49,11 @@ def gpt2_pair():
     assert hf.lm_head.weight is hf.transformer.wte.weight
     cfg = GPTConfig(vocab_size=V, d_model=D, n_heads=H, n_layers=L, max_len=N_POS,
                     positional="learned", activation="gelu_tanh", norm="layernorm",
-                    norm_eps=hf_cfg.layer_norm_epsilon, norm_first=True, tie_embeddings=True,
-                    bias=True)
-    model = GPT(cfg).eval()
-    load_gpt2(model, hf)
+                    norm_eps=hf_cfg.layer_norm_epsilon, norm_first=True, final_norm=True,
+                    tie_embeddings=True, bias=True)
+    model = gpt_from_hf(hf_cfg.to_dict(), hf.state_dict()).eval()
+    assert model.config == cfg  # the HF config maps onto exactly this attnlab config
+    assert model.head.weight is model.tok_emb.weight  # tied, like hf.lm_head
     return model, hf
 
 
@@ -215,8 +148,8 @@ def llama_pair():
                     rope_theta=hf_cfg.rope_parameters["rope_theta"], norm="rmsnorm",
                     norm_eps=hf_cfg.rms_norm_eps, activation="swiglu", bias=False,
                     norm_first=True, final_norm=True, tie_embeddings=False)
-    model = GPT(cfg).eval()
-    load_llama(model, hf)
+    model = gpt_from_hf(hf_cfg.to_dict(), hf.state_dict()).eval()
+    assert model.config == cfg  # the HF config maps onto exactly this attnlab config
     return model, hf
 
 

@@ -1,0 +1,68 @@
+"""Shared helpers for the benchmark scripts: interleaved timing, a matmul peak, result files.
+
+Timings drift about +-10% run to run on a shared 2-core machine, so every script measures
+attnlab and its peers in the same process, interleaved round by round, and reports medians
+and ratios rather than absolute numbers alone.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "native_bf16": bool(torch.cpu._is_avx512_bf16_supported()
+                                or torch.cpu._is_amx_tile_supported())}
+
+
+def time_calls(fn: Callable[[], object], n: int) -> float:
+    """Seconds per call over `n` calls."""
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - start) / n
+
+
+def interleaved(candidates: dict[str, Callable[[], object]], *, rounds: int, calls: int,
+                warmup: int = 2, progress=None) -> dict[str, float]:
+    """Median seconds per call of each candidate, measured round-robin so that drift in the
+    machine's speed hits all of them alike."""
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            samples[name].append(time_calls(fn, calls))
+            if progress is not None:
+                progress.update(1)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048) -> float:
+    """GFLOP/s of a large square matmul in this process: the ceiling MFU is measured against."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    seconds = min(time_calls(lambda: a @ b, 5) for _ in range(3))
+    return 2 * n**3 / seconds / 1e9
+
+
+def save(results: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))

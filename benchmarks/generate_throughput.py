@@ -1,0 +1,110 @@
+"""Generation throughput: attnlab's KV-cached decoding beside Hugging Face `generate` on
+identical weights, and beside attnlab without a cache.
+
+Batch 1, a 16-token prompt, 256 new tokens, greedy. The GPT is GPT-2-shaped (4 layers,
+d_model 256, 4 heads, vocab 65, 512 positions); attnlab's copy is built from the Hugging Face
+model's own config and weights, and the script checks both produce the same tokens before it
+times anything.
+
+    .venv/bin/python -m benchmarks.generate_throughput [--rounds 5] [--threads 1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+from tqdm import tqdm
+
+from attnlab.generate import generate
+from attnlab.interop import gpt_from_hf
+from benchmarks.common import interleaved, machine, save
+
+V, D, L, H, N_POS, PROMPT, NEW = 65, 256, 4, 4, 512, 16, 256
+
+
+def models():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=V, n_positions=N_POS, n_embd=D, n_layer=L, n_head=H,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0,
+                     eos_token_id=0, pad_token_id=0)
+    hf = GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():  # weights at a scale where greedy decoding does not loop at once
+        for name, p in hf.named_parameters():
+            if p.dim() == 2 and "wte" not in name and "wpe" not in name:
+                p.normal_(0.0, 1.5 * p.shape[0] ** -0.5)
+    return hf, gpt_from_hf(cfg.to_dict(), hf.state_dict()).eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", default="1,2", help="thread counts to measure")
+    parser.add_argument("--out", type=Path,
+                        default=Path("docs/bench/generate_throughput.json"))
+    args = parser.parse_args()
+    hf, ours = models()
+    prompt = torch.randint(1, V, (1, PROMPT), generator=torch.Generator().manual_seed(1))
+
+    def hf_generate():
+        with torch.inference_mode():
+            out = hf.generate(prompt, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
+                              use_cache=True, attention_mask=torch.ones_like(prompt))
+        return out[0, PROMPT:].tolist()
+
+    def attnlab_generate(use_cache=True):
+        return generate(ours, prompt, max_new_tokens=NEW, temperature=0.0,
+                        use_cache=use_cache)[0]
+
+    same = hf_generate() == attnlab_generate() == attnlab_generate(False)
+    if not same:
+        raise SystemExit("attnlab and Hugging Face disagree on the greedy tokens")
+    results = {"machine": machine(), "new_tokens": NEW, "prompt": PROMPT, "same_tokens": same,
+               "runs": {}}
+    thread_counts = [int(t) for t in args.threads.split(",")]
+    bar = tqdm(total=len(thread_counts) * 3 * args.rounds, desc="generate")
+    before = torch.get_num_threads()
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        seconds = interleaved({"attnlab": attnlab_generate, "hf-generate": hf_generate,
+                               "attnlab-no-cache": lambda: attnlab_generate(False)},
+                              rounds=args.rounds, calls=1, warmup=1, progress=bar)
+        tok_s = {name: NEW / s for name, s in seconds.items()}
+        results["runs"][str(threads)] = {
+            "tokens_per_s": tok_s,
+            "ms_per_token": {n: 1e3 / t for n, t in tok_s.items()},
+            "attnlab_vs": {n: tok_s["attnlab"] / t for n, t in tok_s.items() if n != "attnlab"},
+        }
+    torch.set_num_threads(before)
+    bar.close()
+    print(f"machine: {results['machine']}; greedy tokens identical: {same}")
+    for threads, run in results["runs"].items():
+        print(f"\n{threads} thread(s), batch 1, {NEW} new tokens:")
+        for name, t in run["tokens_per_s"].items():
+            ratio = "" if name == "attnlab" else f"  attnlab is {run['attnlab_vs'][name]:.2f}x"
+            print(f"  {name:<17} {t:8.1f} tok/s  {run['ms_per_token'][name]:6.2f} ms/token"
+                  f"{ratio}")
+    save(results, args.out)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    names = ["attnlab", "hf-generate", "attnlab-no-cache"]
+    width = 0.8 / len(results["runs"])
+    for i, (threads, run) in enumerate(results["runs"].items()):
+        ax.bar([j + i * width for j in range(len(names))],
+               [run["tokens_per_s"][n] for n in names], width, label=f"{threads} thread(s)")
+    ax.set_xticks([j + width * (len(results["runs"]) - 1) / 2 for j in range(len(names))], names)
+    ax.set(ylabel="new tokens / s", title=f"greedy decoding, batch 1, {NEW} new tokens")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.out.with_suffix(".png"), dpi=110)
+    print(f"\nwrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

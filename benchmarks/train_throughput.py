@@ -1,0 +1,124 @@
+"""Training throughput: attnlab's GPT beside Hugging Face GPT2LMHeadModel and x-transformers.
+
+Same shapes for all three (4 layers, 4 heads, d_model 256, context 256, batch 8, vocab 65,
+no dropout), each a full training step (forward, cross-entropy, backward, fused AdamW). fp32
+and bf16 autocast (bf16 is emulated, and slow, on CPUs without AVX512-BF16 or AMX). Prints
+tokens/s, the ratio of attnlab to each peer, and MFU against the matmul peak measured in the
+same process.
+
+    .venv/bin/python -m benchmarks.train_throughput [--rounds 5] [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from attnlab.models import GPT, GPTConfig
+from benchmarks.common import interleaved, machine, matmul_peak, save
+
+B, T, V, D, L, H = 8, 256, 65, 256, 4, 4
+
+
+def attnlab_model():
+    return GPT(GPTConfig(vocab_size=V, d_model=D, n_heads=H, n_layers=L, max_len=T))
+
+
+def hf_model():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(vocab_size=V, n_positions=T, n_embd=D, n_layer=L, n_head=H,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0,
+                     eos_token_id=0)
+    return GPT2LMHeadModel(cfg)
+
+
+def x_model():
+    from x_transformers import Decoder, TransformerWrapper
+
+    return TransformerWrapper(num_tokens=V, max_seq_len=T,
+                              attn_layers=Decoder(dim=D, depth=L, heads=H, attn_flash=True))
+
+
+def step_fn(model, logits_of, precision: str):
+    # The same optimizer for everyone (fused AdamW, also Hugging Face Trainer's default with
+    # torch >= 2.8): the ratios compare the models, not the optimizers.
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    x, y = torch.randint(V, (B, T)), torch.randint(V, (B, T))
+    ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
+           else contextlib.nullcontext())
+
+    def step():
+        with ctx:
+            logits = logits_of(model, x)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=3, help="steps per timed sample")
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--out", type=Path, default=Path("docs/bench/train_throughput.json"))
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    peers = {
+        "attnlab": (attnlab_model, lambda m, x: m(x)),
+        "hf-gpt2": (hf_model, lambda m, x: m(x).logits),
+        "x-transformers": (x_model, lambda m, x: m(x)),
+    }
+    flops_per_token = 3 * attnlab_model().flops_per_token(T)  # forward + backward
+    results = {"machine": machine(), "shape": dict(batch=B, context=T, vocab=V, d_model=D,
+                                                   layers=L, heads=H), "runs": {}}
+    precisions = args.precisions.split(",")
+    bar = tqdm(total=len(precisions) * len(peers) * args.rounds, desc="train steps")
+    for precision in precisions:
+        peak = matmul_peak(torch.bfloat16 if precision == "bf16" else torch.float32)
+        steps = {name: step_fn(build(), fwd, precision) for name, (build, fwd) in peers.items()}
+        seconds = interleaved(steps, rounds=args.rounds, calls=args.calls, progress=bar)
+        tok_s = {name: B * T / s for name, s in seconds.items()}
+        results["runs"][precision] = {
+            "matmul_peak_gflops": peak,
+            "tokens_per_s": tok_s,
+            "mfu": {n: t * flops_per_token / (peak * 1e9) for n, t in tok_s.items()},
+            "attnlab_vs": {n: tok_s["attnlab"] / t for n, t in tok_s.items() if n != "attnlab"},
+        }
+    bar.close()
+    print(f"machine: {results['machine']}")
+    for precision, run in results["runs"].items():
+        print(f"\n{precision}: matmul peak {run['matmul_peak_gflops']:.0f} GFLOP/s")
+        for name, t in run["tokens_per_s"].items():
+            ratio = "" if name == "attnlab" else f"  attnlab is {run['attnlab_vs'][name]:.2f}x"
+            print(f"  {name:<15} {t:8.0f} tok/s  MFU {run['mfu'][name]:5.1%}{ratio}")
+    save(results, args.out)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    names = list(peers)
+    width = 0.8 / len(results["runs"])
+    for i, (precision, run) in enumerate(results["runs"].items()):
+        ax.bar([j + i * width for j in range(len(names))],
+               [run["tokens_per_s"][n] for n in names], width, label=precision)
+    ax.set_xticks([j + width * (len(results["runs"]) - 1) / 2 for j in range(len(names))], names)
+    ax.set(ylabel="training tokens / s", title=f"GPT 4x256, batch {B}x{T}, "
+                                               f"{results['machine']['threads']} threads")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.out.with_suffix(".png"), dpi=110)
+    print(f"\nwrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
