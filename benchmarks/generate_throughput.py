@@ -14,16 +14,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import torch
 from tqdm import tqdm
 
 from attnlab.generate import generate
 from attnlab.interop import gpt_from_hf
-from benchmarks.common import interleaved, machine, save
+from benchmarks.common import grouped_bars, interleaved, machine, save
 
 V, D, L, H, N_POS, PROMPT, NEW = 65, 256, 4, 4, 512, 16, 256
 
@@ -92,18 +88,12 @@ def main() -> None:
             print(f"  {name:<17} {t:8.1f} tok/s  {run['ms_per_token'][name]:6.2f} ms/token"
                   f"{ratio}")
     save(results, args.out)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    names = ["attnlab", "hf-generate", "attnlab-no-cache"]
-    width = 0.8 / len(results["runs"])
-    for i, (threads, run) in enumerate(results["runs"].items()):
-        ax.bar([j + i * width for j in range(len(names))],
-               [run["tokens_per_s"][n] for n in names], width, label=f"{threads} thread(s)")
-    ax.set_xticks([j + width * (len(results["runs"]) - 1) / 2 for j in range(len(names))], names)
-    ax.set(ylabel="new tokens / s", title=f"greedy decoding, batch 1, {NEW} new tokens")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(args.out.with_suffix(".png"), dpi=110)
-    print(f"\nwrote {args.out} and {args.out.with_suffix('.png')}")
+    png = grouped_bars({f"{t} thread(s)": run["tokens_per_s"] for t, run in
+                        results["runs"].items()}, ["attnlab", "hf-generate", "attnlab-no-cache"],
+                       ylabel="new tokens / s",
+                       title=f"greedy decoding, batch 1, {NEW} new tokens",
+                       out=args.out.with_suffix(".png"))
+    print(f"\nwrote {args.out} and {png}")
 
 
 if __name__ == "__main__":

@@ -15,16 +15,12 @@ import argparse
 import contextlib
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from attnlab.models import GPT, GPTConfig
-from benchmarks.common import interleaved, machine, matmul_peak, save
+from benchmarks.common import grouped_bars, interleaved, machine, matmul_peak, save
 
 B, T, V, D, L, H = 8, 256, 65, 256, 4, 4
 
@@ -105,19 +101,11 @@ def main() -> None:
             ratio = "" if name == "attnlab" else f"  attnlab is {run['attnlab_vs'][name]:.2f}x"
             print(f"  {name:<15} {t:8.0f} tok/s  MFU {run['mfu'][name]:5.1%}{ratio}")
     save(results, args.out)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    names = list(peers)
-    width = 0.8 / len(results["runs"])
-    for i, (precision, run) in enumerate(results["runs"].items()):
-        ax.bar([j + i * width for j in range(len(names))],
-               [run["tokens_per_s"][n] for n in names], width, label=precision)
-    ax.set_xticks([j + width * (len(results["runs"]) - 1) / 2 for j in range(len(names))], names)
-    ax.set(ylabel="training tokens / s", title=f"GPT 4x256, batch {B}x{T}, "
-                                               f"{results['machine']['threads']} threads")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(args.out.with_suffix(".png"), dpi=110)
-    print(f"\nwrote {args.out} and {args.out.with_suffix('.png')}")
+    png = grouped_bars({p: run["tokens_per_s"] for p, run in results["runs"].items()},
+                       list(peers), ylabel="training tokens / s",
+                       title=f"GPT 4x256, batch {B}x{T}, {results['machine']['threads']} threads",
+                       out=args.out.with_suffix(".png"))
+    print(f"\nwrote {args.out} and {png}")
 
 
 if __name__ == "__main__":

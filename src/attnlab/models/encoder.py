@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from attnlab.layers.positional import build_positional
 from attnlab.models.config import EncoderConfig
 from attnlab.models.heads import Pooler, classifier
 from attnlab.models.transformer import (
@@ -19,6 +18,7 @@ from attnlab.models.transformer import (
     check_tokens,
     init_gpt2_,
     linear_flops,
+    positional_from_config,
 )
 
 
@@ -34,8 +34,7 @@ class Encoder(ModelInfo, nn.Module):
         super().__init__()
         self.config = c = config
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
-        self.positional = build_positional(c.positional, d_model=c.d_model, n_heads=c.n_heads,
-                                           max_len=c.max_len, rope_theta=c.rope_theta)
+        self.positional = positional_from_config(c)
         self.drop = nn.Dropout(c.dropout)
         self.stack = TransformerStack(c, c.n_layers)
         self.pooler = Pooler(c.d_model, c.pooling)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from attnlab.layers.positional import build_positional
 from attnlab.models.config import GPTConfig
 from attnlab.models.transformer import (
     ModelInfo,
@@ -18,6 +17,7 @@ from attnlab.models.transformer import (
     check_tokens,
     init_gpt2_,
     linear_flops,
+    positional_from_config,
 )
 
 
@@ -32,8 +32,7 @@ class GPT(ModelInfo, nn.Module):
         super().__init__()
         self.config = c = config
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
-        self.positional = build_positional(c.positional, d_model=c.d_model, n_heads=c.n_heads,
-                                           max_len=c.max_len, rope_theta=c.rope_theta)
+        self.positional = positional_from_config(c)
         self.drop = nn.Dropout(c.dropout)
         self.stack = TransformerStack(c, c.n_layers)
         self.head = nn.Linear(c.d_model, c.vocab_size, bias=False)

@@ -15,7 +15,6 @@ import math
 
 from torch import Tensor, nn
 
-from attnlab.layers.positional import build_positional
 from attnlab.models.config import Seq2SeqConfig
 from attnlab.models.transformer import (
     ModelInfo,
@@ -23,6 +22,7 @@ from attnlab.models.transformer import (
     TransformerStack,
     check_tokens,
     linear_flops,
+    positional_from_config,
 )
 
 
@@ -43,11 +43,8 @@ class EncoderDecoder(ModelInfo, nn.Module):
         self.tgt_emb = self.src_emb if c.share_embeddings else nn.Embedding(c.target_vocab,
                                                                             c.d_model)
 
-        def positional():
-            return build_positional(c.positional, d_model=c.d_model, n_heads=c.n_heads,
-                                    max_len=c.max_len, rope_theta=c.rope_theta)
-
-        self.src_positional, self.tgt_positional = positional(), positional()
+        self.src_positional = positional_from_config(c)
+        self.tgt_positional = positional_from_config(c)
         self.drop = nn.Dropout(c.dropout)
         self.encoder = TransformerStack(c, c.n_layers)
         self.decoder = TransformerStack(c, c.decoder_layers, cross=True)

@@ -13,6 +13,7 @@ from attnlab.errors import AttnlabError, ConfigError
 from attnlab.layers.block import Block
 from attnlab.layers.feedforward import FeedForward
 from attnlab.layers.norms import build_norm
+from attnlab.layers.positional import build_positional
 from attnlab.models.config import TransformerConfig
 
 
@@ -93,6 +94,12 @@ class TransformerStack(nn.Module):
             if block.cross_attn is not None:
                 flops += attention_flops(block.cross_attn, n_tokens, n_memory, False)
         return flops
+
+
+def positional_from_config(c: TransformerConfig):
+    """The positional encoding a config names, sized for it."""
+    return build_positional(c.positional, d_model=c.d_model, n_heads=c.n_heads,
+                            max_len=c.max_len, rope_theta=c.rope_theta)
 
 
 def linear_flops(module: nn.Module) -> float:
