@@ -14,6 +14,7 @@ TINY_OPTIONS = {
     "full": {},
     "hard": {},
     "local": {"window": 3},
+    "flash": {},
 }
 
 

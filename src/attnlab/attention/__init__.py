@@ -1,6 +1,6 @@
 """Attention mechanisms behind one contract (`Attention`) and one registry (`build`)."""
 
-from attnlab.attention import full, hard, local  # noqa: F401  (registers the mechanisms)
+from attnlab.attention import flash, full, hard, local  # noqa: F401  (registers the mechanisms)
 from attnlab.attention.base import Attention, AttentionBias, Capabilities, KVCache
 from attnlab.attention.multihead import MultiHeadAttention
 from attnlab.attention.registry import available, build, get, options, register

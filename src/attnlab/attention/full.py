@@ -70,13 +70,20 @@ class FullAttention(Attention):
         dropout = self.dropout if self.training else 0.0
         if bias_tensor is None and key_padding_mask is None and q.shape[2] == k.shape[2]:
             # No mask tensor at all: the kernel's own causal tiling skips the masked half.
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal,
-                                                  scale=scale)
+            return self.sdpa(q, k, v, attn_mask=None, is_causal=causal, dropout_p=dropout,
+                             scale=scale)
         mask = keep
         if bias_tensor is not None:
-            mask = bias_tensor.to(q.dtype).expand(*bias_tensor.shape[:-2], q.shape[2], k.shape[2])
+            mask = bias_tensor.to(q.dtype)
+            while mask.dim() < 4:  # fused kernels take (B | 1, H | 1, Tq, Tk) masks only
+                mask = mask.unsqueeze(0)
             if keep is not None:
                 mask = mask.masked_fill(~keep, float("-inf"))
         # Rows with no key give zeros in the fused kernel (tested); no NaN reaches the output.
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
-                                              scale=scale)
+        return self.sdpa(q, k, v, attn_mask=mask, is_causal=False, dropout_p=dropout,
+                         scale=scale)
+
+    def sdpa(self, q, k, v, *, attn_mask, is_causal, dropout_p, scale):
+        """PyTorch's fused attention; its dispatcher picks the kernel."""
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+                                              is_causal=is_causal, scale=scale)
