@@ -14,7 +14,14 @@ TINY_OPTIONS = {
     "full": {},
     "hard": {},
     "local": {"window": 3},
+    "bigbird": {"block_size": 2, "num_random_blocks": 1, "num_global_blocks": 1},
+    "longformer": {"window": 3, "global_tokens": 1},
     "flash": {},
+    "linformer": {"seq_len": 12, "k": 6},
+    # shared_qk=False: with the paper's shared QK the k input (and MHA's k_proj) gets no
+    # gradient by design; tests/attention/test_lsh.py runs these properties on shared QK.
+    "lsh": {"n_buckets": 4, "n_hashes": 2, "chunk_size": 4, "shared_qk": False},
+    "performer": {"nb_features": 64},
 }
 
 

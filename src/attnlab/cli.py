@@ -97,9 +97,11 @@ def cmd_demo(args) -> int:
     src = torch.randint(V, (B, T))
     inputs = {"gpt": (src,), "encoder": (src,), "seq2seq": (src, src[:, : T // 2])}
     print(f"forward pass of each architecture x mechanism (batch {B}, {T} tokens, d_model 64):")
-    for mech in available():
+    for mech, caps in available().items():
         options = {"window": 16} if mech == "local" else {}
         for kind, x in inputs.items():
+            if kind != "encoder" and not caps.causal:  # decoders need causal attention
+                continue
             model = build_model(kind, dict(vocab_size=V, d_model=64, n_heads=4, n_layers=2,
                                            attention=mech, attention_options=options)).eval()
             t0 = time.perf_counter()
@@ -222,6 +224,23 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from attnlab.bench import attention as lab
+
+    series = args.mechanisms.split(",") if args.mechanisms else lab.available_series()
+    lengths = [positive_int(x) for x in args.lengths.split(",")]
+    results = lab.run(series, lengths, mode=args.mode, causal=args.causal,
+                      time_budget=args.time_budget, memory_budget_mib=args.memory_budget,
+                      progress=not args.no_progress)
+    print(lab.report(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.json}")
+    if args.plot:
+        print(f"wrote {lab.plot(results, args.plot)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnlab", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"attnlab {attnlab.__version__}")
@@ -282,6 +301,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", type=positive_int, help="validation batches (default: config)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="measure attention mechanisms against sequence length")
+    bsub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+    b = bsub.add_parser("attention", help="time and peak memory per mechanism and length")
+    b.add_argument("--mechanisms", help="comma-separated series (default: all available; "
+                                        "full-eager is the materializing reference)")
+    b.add_argument("--lengths", default="256,512,1024,2048,4096,8192,16384")
+    b.add_argument("--mode", choices=("fwd", "fwd+bwd"), default="fwd")
+    b.add_argument("--causal", action="store_true")
+    b.add_argument("--time-budget", type=float, default=30.0, help="seconds per call")
+    b.add_argument("--memory-budget", type=float, default=8192, help="MiB per point")
+    b.add_argument("--json", type=Path)
+    b.add_argument("--plot", type=Path)
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("plot", help="redraw a run's training curves")
     p.add_argument("run_dir", type=Path)

@@ -155,8 +155,9 @@ def test_flops_estimate_matches_torch_flop_counter(kind, attention):
     assert abs(estimate - measured) / measured < 0.02, (estimate, measured)
 
 
-@pytest.mark.parametrize("positional", POSITIONAL)
-@pytest.mark.parametrize("name", [n for n, c in available().items() if c.kv_cache])
+@pytest.mark.parametrize("name, positional", [
+    (n, p) for n, c in available().items() if c.kv_cache and c.causal
+    for p in POSITIONAL if p != "alibi" or c.bias])
 def test_gpt_kv_cached_decoding_equals_full_forward(name, positional):
     model = tiny("gpt", attention=name, attention_options=TINY_OPTIONS[name],
                  positional=positional, n_kv_heads=2)
@@ -194,8 +195,12 @@ def test_encoder_without_positions_is_permutation_equivariant(name):
     assert not torch.allclose(with_pos.forward_features(idx[:, perm]), h[:, perm], atol=1e-3)
 
 
-@pytest.mark.parametrize("kind", ["gpt", "encoder", "seq2seq"])
-@pytest.mark.parametrize("name", sorted(available()))
+CAUSAL = sorted(n for n, c in available().items() if c.causal)
+NON_CAUSAL = sorted(n for n, c in available().items() if not c.causal)
+
+
+@pytest.mark.parametrize("kind, name", [("encoder", n) for n in sorted(available())]
+                         + [(k, n) for k in ("gpt", "seq2seq") for n in CAUSAL])
 def test_every_architecture_trains_with_every_mechanism(kind, name):
     """One optimizer step lowers the loss on a fixed batch: gradients reach every parameter."""
     model = tiny(kind, attention=name, attention_options=TINY_OPTIONS[name]).train()
@@ -276,3 +281,17 @@ def test_left_padded_rows_with_their_positions_equal_unpadded_rows(positional):
     nxt = torch.randint(31, (2, 1))
     step = model(nxt, positions=positions[:, -1:] + 1, cache=cache)
     assert torch.allclose(step[1], model(torch.cat([b, nxt[1:]], 1))[0, -1:], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NON_CAUSAL)
+def test_decoders_refuse_non_causal_mechanisms_at_config_time(name):
+    with pytest.raises(ConfigError, match=f"attention '{name}' is not causal"):
+        GPTConfig(attention=name, attention_options=TINY_OPTIONS[name])
+    with pytest.raises(ConfigError, match="decoder of an encoder-decoder"):
+        Seq2SeqConfig(attention=name, attention_options=TINY_OPTIONS[name])
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in available().items() if not c.bias))
+def test_alibi_with_a_mechanism_that_takes_no_bias_is_a_config_error(name):
+    with pytest.raises(ConfigError, match=f"attention '{name}' cannot take"):
+        EncoderConfig(attention=name, attention_options=TINY_OPTIONS[name], positional="alibi")

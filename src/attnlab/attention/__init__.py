@@ -1,6 +1,16 @@
 """Attention mechanisms behind one contract (`Attention`) and one registry (`build`)."""
 
-from attnlab.attention import flash, full, hard, local  # noqa: F401  (registers the mechanisms)
+from attnlab.attention import (  # noqa: F401  (registers the mechanisms)
+    bigbird,
+    flash,
+    full,
+    hard,
+    linformer,
+    local,
+    longformer,
+    lsh,
+    performer,
+)
 from attnlab.attention.base import Attention, AttentionBias, Capabilities, KVCache
 from attnlab.attention.multihead import MultiHeadAttention
 from attnlab.attention.registry import available, build, get, options, register

@@ -1,4 +1,5 @@
-"""Building blocks: positional encodings, feed-forward networks, norms, the Block."""
+"""Building blocks: positional encodings, feed-forward networks, norms, the Block, reversible
+layers."""
 
 from attnlab.layers.block import Block
 from attnlab.layers.feedforward import FEEDFORWARD, FeedForward
@@ -13,17 +14,27 @@ from attnlab.layers.positional import (
     SinusoidalPositional,
     build_positional,
 )
+from attnlab.layers.reversible import (
+    AttentionSublayer,
+    ChunkedFeedForward,
+    FeedForwardSublayer,
+    ReversibleSequence,
+)
 
 __all__ = [
     "FEEDFORWARD",
     "NORMS",
     "POSITIONAL",
     "ALiBiPositional",
+    "AttentionSublayer",
     "Block",
+    "ChunkedFeedForward",
     "FeedForward",
+    "FeedForwardSublayer",
     "LearnedPositional",
     "NoPositional",
     "PositionalEncoding",
+    "ReversibleSequence",
     "RotaryPositional",
     "SinusoidalPositional",
     "build_norm",

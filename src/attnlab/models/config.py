@@ -126,6 +126,9 @@ class TransformerConfig:
         _check_choice("positional encoding", self.positional, POSITIONAL)
         _check_choice("activation", self.activation, FEEDFORWARD)
         _check_choice("norm", self.norm, NORMS)
+        if self.positional == "alibi" and not registry.get(self.attention).capabilities.bias:
+            raise ConfigError(f"positional 'alibi' biases attention scores, which attention "
+                              f"'{self.attention}' cannot take; use rope, learned or sinusoidal")
         if self.positional == "rope" and (self.d_model // self.n_heads) % 2:
             raise ConfigError(f"RoPE needs an even head dimension; d_model / n_heads = "
                               f"{self.d_model // self.n_heads}")
@@ -156,6 +159,17 @@ class GPTConfig(TransformerConfig):
     """
 
     tie_embeddings: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        _require_causal(self.attention, "a decoder-only model")
+
+
+def _require_causal(attention: str, what: str) -> None:
+    if not registry.get(attention).capabilities.causal:
+        causal = [n for n, c in registry.available().items() if c.causal]
+        raise ConfigError(f"attention '{attention}' is not causal, so it cannot be used in "
+                          f"{what}; causal mechanisms: {', '.join(causal)}")
 
 
 @dataclass
@@ -202,6 +216,7 @@ class Seq2SeqConfig(TransformerConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        _require_causal(self.attention, "the decoder of an encoder-decoder")
         if self.share_embeddings and self.target_vocab != self.vocab_size:
             raise ConfigError("share_embeddings needs tgt_vocab_size == vocab_size; set "
                               "share_embeddings=False for separate vocabularies")

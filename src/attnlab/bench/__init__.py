@@ -1,0 +1,1 @@
+"""Measurements: attention scaling (time and peak memory per mechanism and length)."""
