@@ -29,8 +29,8 @@ def models():
 
     torch.manual_seed(0)
     cfg = GPT2Config(vocab_size=V, n_positions=N_POS, n_embd=D, n_layer=L, n_head=H,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0,
-                     eos_token_id=0, pad_token_id=0)
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None,
+                     eos_token_id=None, pad_token_id=0)  # no eos: all NEW tokens are generated
     hf = GPT2LMHeadModel(cfg).eval()
     with torch.no_grad():  # weights at a scale where greedy decoding does not loop at once
         for name, p in hf.named_parameters():
@@ -51,8 +51,8 @@ def main() -> None:
 
     def hf_generate():
         with torch.inference_mode():
-            out = hf.generate(prompt, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
-                              use_cache=True, attention_mask=torch.ones_like(prompt))
+            out = hf.generate(prompt, max_new_tokens=NEW, do_sample=False, use_cache=True,
+                              attention_mask=torch.ones_like(prompt))
         return out[0, PROMPT:].tolist()
 
     def attnlab_generate(use_cache=True):

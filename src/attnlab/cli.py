@@ -160,7 +160,8 @@ def cmd_train(args) -> int:
         model, tokenizer, _ = load_run(run_dir)
         sample = generate_text(model, tokenizer, "\n", max_new_tokens=cfg.train.sample_tokens,
                                temperature=0.8, top_k=50, seed=cfg.train.seed)
-        print("sample:\n" + "-" * 60 + sample + "\n" + "-" * 60)
+        rule = "-" * 60
+        print(f"sample (temperature 0.8, top-k 50):\n{rule}\n{sample.strip(chr(10))}\n{rule}")
     print(f"run directory: {run_dir}\nloss plot: {run_dir / 'loss.png'}")
     return 0
 

@@ -56,6 +56,8 @@ class FullAttention(Attention):
     def attend(self, q, k, v, *, causal, key_padding_mask, bias, need_weights):
         Tq, Tk = q.shape[2], k.shape[2]
         scale = self.softmax_scale(q.shape[-1])
+        if causal and Tq == 1:  # one query at the last position sees every key: no mask needed
+            causal = False
         keep = dense_keep_mask(Tq, Tk, causal=causal, key_padding_mask=key_padding_mask,
                                device=q.device)
         bias_tensor = None

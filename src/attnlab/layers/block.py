@@ -45,7 +45,7 @@ class Block(nn.Module):
         self.cross_attn = cross_attn
         self.cross_norm = norm() if cross_attn is not None else None
         self.ffn, self.ffn_norm = ffn, norm()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def _residual(self, x: Tensor, norm: nn.Module, sublayer: Callable[[Tensor], Tensor]):
         if self.norm_first:

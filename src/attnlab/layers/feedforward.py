@@ -41,7 +41,7 @@ class FeedForward(nn.Module):
         self.fc1 = nn.Linear(d_model, d_ff, bias=bias)  # the gate for SwiGLU
         self.fc_up = nn.Linear(d_model, d_ff, bias=bias) if self.gated else None
         self.fc2 = nn.Linear(d_ff, d_model, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def extra_repr(self) -> str:
         return f"activation={self.activation}"

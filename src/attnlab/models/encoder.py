@@ -35,7 +35,7 @@ class Encoder(ModelInfo, nn.Module):
         self.config = c = config
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
         self.positional = positional_from_config(c)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
         self.stack = TransformerStack(c, c.n_layers)
         self.pooler = Pooler(c.d_model, c.pooling)
         self.head = classifier(c.d_model, c.num_classes)

@@ -33,7 +33,7 @@ class GPT(ModelInfo, nn.Module):
         self.config = c = config
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
         self.positional = positional_from_config(c)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
         self.stack = TransformerStack(c, c.n_layers)
         self.head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         init_gpt2_(self, c.n_layers)

@@ -45,7 +45,7 @@ class EncoderDecoder(ModelInfo, nn.Module):
 
         self.src_positional = positional_from_config(c)
         self.tgt_positional = positional_from_config(c)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
         self.encoder = TransformerStack(c, c.n_layers)
         self.decoder = TransformerStack(c, c.decoder_layers, cross=True)
         self.head = nn.Linear(c.d_model, c.target_vocab, bias=False)
