@@ -31,7 +31,7 @@ SETTINGS: dict[str, tuple[str, Callable[[int], dict]]] = {
     "longformer": ("longformer", lambda n: {"window": 256, "global_tokens": 2}),
     "bigbird": ("bigbird", lambda n: {"block_size": 64, "num_random_blocks": 3,
                                       "num_global_blocks": 2}),
-    "linformer": ("linformer", lambda n: {"seq_len": n, "k": 256}),
+    "linformer": ("linformer", lambda n: {"seq_len": n, "k": min(256, n)}),
     "performer": ("performer", lambda n: {"nb_features": 256}),
     "lsh": ("lsh", lambda n: {"n_buckets": max(2, 2 * (n // 128)), "n_hashes": 2,
                               "chunk_size": 64}),
