@@ -20,6 +20,7 @@ computes. Rows with no key left to attend give zeros, never NaN.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import ClassVar, Protocol
 
@@ -72,7 +73,7 @@ class AttentionBias(Protocol):
     def __call__(self, q_idx: Tensor, k_idx: Tensor) -> Tensor: ...
 
 
-class Attention(nn.Module):
+class Attention(nn.Module, ABC):
     """Base class of every mechanism: validates the request, then calls `attend`.
 
     Subclasses set `capabilities`, are registered with `@register(name)`, and implement
@@ -118,8 +119,9 @@ class Attention(nn.Module):
         return self.attend(q, k, v, causal=causal, key_padding_mask=key_padding_mask, bias=bias,
                            need_weights=need_weights)
 
+    @abstractmethod
     def attend(self, q, k, v, *, causal, key_padding_mask, bias, need_weights):
-        raise NotImplementedError(f"{type(self).__name__} must implement attend()")
+        """The mechanism itself, called by `forward` after the request is checked."""
 
     def require(self, capability: str, what: str) -> None:
         """Raise a `CapabilityError` unless `capability` is declared."""

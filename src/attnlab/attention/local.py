@@ -12,13 +12,68 @@ the last `window - 1` keys are retained between decoding steps.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from attnlab.attention.base import Attention, Capabilities
 from attnlab.attention.masks import keep_mask, masked_softmax
 from attnlab.attention.registry import register
 from attnlab.errors import ConfigError
+
+
+class Band(NamedTuple):
+    """The blocked sliding-window layout of `local` (query blocks of `window` positions).
+
+    qb (B, H, nb, b, Dh) query blocks; kw, vw (B, H, nb, Dh, span) each block's keys/values as
+    a strided view; q_idx (nb, b) and k_idx (nb, span) their positions; real (B, nb, span) True
+    for a real key (False for padding and for positions outside [0, Tk)); left: the padding
+    before key 0, so key position p is column p + left of a padded row of length `width`.
+    """
+
+    qb: Tensor
+    kw: Tensor
+    vw: Tensor
+    q_idx: Tensor
+    k_idx: Tensor
+    real: Tensor
+    left: int
+    width: int
+
+
+def window_band(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None, *,
+                causal: bool, window: int) -> Band:
+    """Cut queries into blocks of `window` and view each block's key band (as `local` does).
+
+    The queries are the last Tq of Tk positions; `window` must be <= Tk. Block j reads the keys
+    from `window - 1` before its first query to `window - 1` after its last (bidirectional) or
+    to its last query (causal): O(n * window) memory as views plus one padded copy of k and v.
+    """
+    B, H, Tq, Dh = q.shape
+    Tk = k.shape[2]
+    off = Tk - Tq  # queries are the last Tq key positions
+    b = window  # block size: a query block then needs one key block on each side, no more
+    left, right = window - 1, (0 if causal else window - 1)
+    span = b + left + right  # keys read per query block
+    nb = -(-Tq // b)
+    pad_q = nb * b - Tq
+    pad_r = pad_q + right  # so that the last window ends inside the padded keys
+
+    qb = F.pad(q, (0, 0, 0, pad_q)).view(B, H, nb, b, Dh)  # (B, H, nb, b, Dh)
+    # Key position p sits at index p + left of the padded keys; block j's window starts at
+    # index off + j * b. unfold gives (B, H, nb, Dh, span) as a view of the padded keys.
+    kw = F.pad(k, (0, 0, left, pad_r))[:, :, off:].unfold(2, span, b)
+    vw = F.pad(v, (0, 0, left, pad_r))[:, :, off:].unfold(2, span, b)
+
+    starts = off + b * torch.arange(nb, device=q.device)  # first query position per block
+    q_idx = starts[:, None] + torch.arange(b, device=q.device)  # (nb, b)
+    k_idx = starts[:, None] - left + torch.arange(span, device=q.device)  # (nb, span)
+    real = (k.new_ones(B, Tk, dtype=torch.bool) if key_padding_mask is None
+            else key_padding_mask)
+    real = F.pad(real, (left, pad_r), value=False)[:, off:].unfold(1, span, b)  # (B, nb, span)
+    return Band(qb, kw, vw, q_idx, k_idx, real, left, left + Tk + pad_r)
 
 
 @register("local")
@@ -55,28 +110,10 @@ class LocalAttention(Attention):
         Tk = k.shape[2]
         if Tq > Tk:
             raise ValueError(f"local attention needs Tq <= Tk, got {Tq} > {Tk}")
-        off = Tk - Tq  # queries are the last Tq key positions
         w = min(self.window, Tk)  # a window past the sequence is the whole sequence
-        b = w  # block size: a query block then needs one key block on each side, no more
-        left, right = w - 1, (0 if causal else w - 1)
-        span = b + left + right  # keys read per query block
-        nb = -(-Tq // b)
-        pad_q = nb * b - Tq
-        pad_r = pad_q + right  # so that the last window ends inside the padded keys
-
-        qb = F.pad(q, (0, 0, 0, pad_q)).view(B, H, nb, b, Dh)  # (B, H, nb, b, Dh)
-        # Key position p sits at index p + left of the padded keys; block j's window starts at
-        # index off + j * b. unfold gives (B, H, nb, Dh, span) as a view of the padded keys.
-        kw = F.pad(k, (0, 0, left, pad_r))[:, :, off:].unfold(2, span, b)
-        vw = F.pad(v, (0, 0, left, pad_r))[:, :, off:].unfold(2, span, b)
-
-        starts = off + b * torch.arange(nb, device=q.device)  # first query position per block
-        q_idx = starts[:, None] + torch.arange(b, device=q.device)  # (nb, b)
-        k_idx = starts[:, None] - left + torch.arange(span, device=q.device)  # (nb, span)
-        # Padding keys beyond [0, Tk) are masked like padded tokens.
-        real = (k.new_ones(B, Tk, dtype=torch.bool) if key_padding_mask is None
-                else key_padding_mask)
-        real = F.pad(real, (left, pad_r), value=False)[:, off:].unfold(1, span, b)  # (B, nb, span)
+        qb, kw, vw, q_idx, k_idx, real, left, width = window_band(
+            q, k, v, key_padding_mask, causal=causal, window=w)
+        nb, b, span = qb.shape[2], qb.shape[3], kw.shape[-1]
         keep = keep_mask(q_idx, k_idx, causal=causal, window=w, key_padding_mask=real)
 
         scores = (qb @ kw) * self.softmax_scale(Dh)  # (B, H, nb, b, span)
@@ -89,7 +126,7 @@ class LocalAttention(Attention):
         dense = None
         if need_weights:  # an explicit request: scatter the bands into (B, H, Tq, Tk)
             index = (k_idx + left)[:, None, :].expand(B, H, nb, b, span)
-            dense = weights.new_zeros(B, H, nb, b, left + Tk + pad_r)
+            dense = weights.new_zeros(B, H, nb, b, width)
             dense = dense.scatter_add(-1, index, weights)[..., left:left + Tk]
             dense = dense.reshape(B, H, nb * b, Tk)[:, :, :Tq]
         return out, dense

@@ -13,68 +13,14 @@ keys: g x n, linear in n.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
 from attnlab.attention.base import Attention, Capabilities
+from attnlab.attention.local import window_band
 from attnlab.attention.masks import keep_mask, masked_softmax
 from attnlab.attention.registry import register
 from attnlab.errors import ConfigError
-
-
-class Band(NamedTuple):
-    """The blocked sliding-window layout of `local` (query blocks of `window` positions).
-
-    qb (B, H, nb, b, Dh) query blocks; kw, vw (B, H, nb, Dh, span) each block's keys/values as
-    a strided view; q_idx (nb, b) and k_idx (nb, span) their positions; real (B, nb, span) True
-    for a real key (False for padding and for positions outside [0, Tk)); left: the padding
-    before key 0, so key position p is column p + left of a padded row of length `width`.
-    """
-
-    qb: Tensor
-    kw: Tensor
-    vw: Tensor
-    q_idx: Tensor
-    k_idx: Tensor
-    real: Tensor
-    left: int
-    width: int
-
-
-def window_band(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None, *,
-                causal: bool, window: int) -> Band:
-    """Cut queries into blocks of `window` and view each block's key band (as `local` does).
-
-    The queries are the last Tq of Tk positions; `window` must be <= Tk. Block j reads the keys
-    from `window - 1` before its first query to `window - 1` after its last (bidirectional) or
-    to its last query (causal): O(n * window) memory as views plus one padded copy of k and v.
-    """
-    B, H, Tq, Dh = q.shape
-    Tk = k.shape[2]
-    off = Tk - Tq  # queries are the last Tq key positions
-    b = window  # block size: a query block then needs one key block on each side, no more
-    left, right = window - 1, (0 if causal else window - 1)
-    span = b + left + right  # keys read per query block
-    nb = -(-Tq // b)
-    pad_q = nb * b - Tq
-    pad_r = pad_q + right  # so that the last window ends inside the padded keys
-
-    qb = F.pad(q, (0, 0, 0, pad_q)).view(B, H, nb, b, Dh)  # (B, H, nb, b, Dh)
-    # Key position p sits at index p + left of the padded keys; block j's window starts at
-    # index off + j * b. unfold gives (B, H, nb, Dh, span) as a view of the padded keys.
-    kw = F.pad(k, (0, 0, left, pad_r))[:, :, off:].unfold(2, span, b)
-    vw = F.pad(v, (0, 0, left, pad_r))[:, :, off:].unfold(2, span, b)
-
-    starts = off + b * torch.arange(nb, device=q.device)  # first query position per block
-    q_idx = starts[:, None] + torch.arange(b, device=q.device)  # (nb, b)
-    k_idx = starts[:, None] - left + torch.arange(span, device=q.device)  # (nb, span)
-    real = (k.new_ones(B, Tk, dtype=torch.bool) if key_padding_mask is None
-            else key_padding_mask)
-    real = F.pad(real, (left, pad_r), value=False)[:, off:].unfold(1, span, b)  # (B, nb, span)
-    return Band(qb, kw, vw, q_idx, k_idx, real, left, left + Tk + pad_r)
 
 
 @register("longformer")

@@ -4,6 +4,7 @@ weight initialization and the parameter / FLOP accounting behind the uniform mod
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor, nn
@@ -141,7 +142,7 @@ def init_gpt2_(model: nn.Module, n_residual_layers: int) -> None:
             nn.init.normal_(m.fc2.weight, std=std)
 
 
-class ModelInfo:
+class ModelInfo(ABC):
     """Parameter count and FLOP estimate, shared by every model."""
 
     def num_parameters(self, *, trainable_only: bool = False) -> int:
@@ -159,6 +160,7 @@ class ModelInfo:
             raise ConfigError(f"sequence length must be >= 1, got {seq_len}")
         return self.forward_flops(seq_len) / seq_len
 
+    @abstractmethod
     def forward_flops(self, seq_len: int) -> float:
-        raise NotImplementedError(f"{type(self).__name__} must implement forward_flops()")
+        """Matmul FLOPs of one forward pass over a sequence of `seq_len` tokens."""
 
