@@ -134,3 +134,16 @@ def test_fp16_on_cpu_is_refused_and_bf16_autocasts():
         autocast_context("fp16", torch.device("cpu"))
     with autocast_context("bf16", torch.device("cpu")):
         assert (torch.randn(2, 2) @ torch.randn(2, 2)).dtype == torch.bfloat16
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_training(tmp_path):
+    """train.compile wraps the model in torch.compile: same losses as eager (to rounding)."""
+    eager = trainer(tmp_path / "e", max_steps=3)
+    compiled = trainer(tmp_path / "c", max_steps=3, compile=True)
+    for t in (eager, compiled):
+        t.model.eval()  # no dropout: the two differ only in how the graph runs
+    losses = [[t.train_step() for _ in range(3)] for t in (eager, compiled)]
+    assert compiled.train_model is not compiled.model  # really the compiled wrapper
+    for a, b in zip(*losses, strict=True):
+        assert abs(a - b) < 1e-4, losses
