@@ -129,3 +129,22 @@ def test_bad_shapes_and_capabilities_are_clear_errors():
     local = MultiHeadAttention(16, 2, attention="local", attention_options={"window": 2})
     with pytest.raises(CapabilityError, match="'local' cannot do cross-attention"):
         local(torch.randn(1, 3, 16), torch.randn(1, 5, 16))
+
+
+def test_inference_cache_writes_into_buffers_and_equals_the_autograd_path():
+    """Without autograd the cache appends into preallocated buffers (no per-step copy of the
+    past); the keys it hands out are the same as the concatenating path's."""
+    mha = MultiHeadAttention(16, 4).eval()
+    x = torch.randn(2, 9, 16)
+    caches = {True: mha.new_cache(), False: mha.new_cache()}
+    outs = {True: [], False: []}
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            for t in range(9):
+                outs[grad].append(mha(x[:, t:t + 1], causal=True, cache=caches[grad])[0])
+    assert torch.allclose(torch.cat(outs[True], 1), torch.cat(outs[False], 1), atol=1e-6)
+    assert torch.equal(caches[True].k, caches[False].k)
+    assert caches[False]._buffers is not None and caches[True]._buffers is None
+    assert caches[False].k.data_ptr() == caches[False]._buffers[0].data_ptr()  # a view
+    caches[False].reorder(torch.tensor([1, 0]))
+    assert caches[False]._buffers is None and torch.equal(caches[False].k[0], caches[True].k[1])

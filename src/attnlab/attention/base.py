@@ -175,6 +175,7 @@ class KVCache:
         self.v: Tensor | None = None
         self.mask: Tensor | None = None
         self.seen = 0
+        self._buffers: tuple[Tensor, Tensor] | None = None  # see _write
 
     @property
     def filled(self) -> bool:
@@ -192,15 +193,18 @@ class KVCache:
         if self.static and self.filled:
             return self.k, self.v, self.mask
         B, _, T, _ = k.shape
-        if self.k is not None:
-            past = self.k.shape[2]
+        past = 0 if self.k is None else self.k.shape[2]
+        if past and (self.mask is not None or key_padding_mask is not None):
+            old = self.mask if self.mask is not None else k.new_ones(B, past, dtype=torch.bool)
+            new = (key_padding_mask if key_padding_mask is not None
+                   else k.new_ones(B, T, dtype=torch.bool))
+            key_padding_mask = torch.cat([old, new], dim=1)
+        if self.keep is None and not self.static and not torch.is_grad_enabled():
+            k, v = self._write(k, v, past)
+        elif past:
+            self._buffers = None
             k = torch.cat([self.k, k], dim=2)
             v = torch.cat([self.v, v], dim=2)
-            if self.mask is not None or key_padding_mask is not None:
-                old = self.mask if self.mask is not None else k.new_ones(B, past, dtype=torch.bool)
-                new = (key_padding_mask if key_padding_mask is not None
-                       else k.new_ones(B, T, dtype=torch.bool))
-                key_padding_mask = torch.cat([old, new], dim=1)
         self.seen += T
         if self.keep is None or self.static:
             self.k, self.v, self.mask = k, v, key_padding_mask
@@ -210,8 +214,28 @@ class KVCache:
             self.mask = None if key_padding_mask is None else key_padding_mask[:, start:]
         return k, v, key_padding_mask
 
+    def _write(self, k: Tensor, v: Tensor, past: int) -> tuple[Tensor, Tensor]:
+        """Append into preallocated buffers whose capacity doubles when full, and return views
+        of their filled part: decoding then copies each new key once instead of re-copying the
+        whole past every step (torch.cat). Only without autograd: in-place writes into a
+        buffer that earlier views share would break a backward pass."""
+        n = past + k.shape[2]
+        if self._buffers is None or self._buffers[0].shape[2] < n:
+            cap = max(2 * n, 64)
+            kb = k.new_empty(*k.shape[:2], cap, k.shape[3])
+            vb = v.new_empty(*v.shape[:2], cap, v.shape[3])
+            if past:
+                kb[:, :, :past] = self.k
+                vb[:, :, :past] = self.v
+            self._buffers = (kb, vb)
+        kb, vb = self._buffers
+        kb[:, :, past:n] = k
+        vb[:, :, past:n] = v
+        return kb[:, :, :n], vb[:, :, :n]
+
     def reorder(self, index: Tensor) -> None:
         """Select batch rows (beam search): every stored tensor is indexed along dim 0."""
+        self._buffers = None
         for name in ("k", "v", "mask"):
             t = getattr(self, name)
             if t is not None:
