@@ -126,18 +126,14 @@ def crossover(results: dict, series: str, reference: str = "full") -> int | None
 def report(results: dict) -> str:
     lines = [f"mode {results['mode']}, causal {results['causal']}, batch 1, 8 heads x 64"]
     header = f"{'series':<12}" + "".join(f"{n:>10}" for n in results["lengths"])
-    lines += ["time (ms)", header]
-    for s, r in results["series"].items():
-        by_n = {p["n"]: p for p in r["points"]}
-        lines.append(f"{s:<12}" + "".join(
-            f"{by_n[n]['seconds'] * 1e3:>10.1f}" if n in by_n else f"{'-':>10}"
-            for n in results["lengths"]))
-    lines += ["peak extra memory (MiB)", header]
-    for s, r in results["series"].items():
-        by_n = {p["n"]: p for p in r["points"]}
-        lines.append(f"{s:<12}" + "".join(
-            f"{by_n[n]['peak_mib']:>10.1f}" if n in by_n else f"{'-':>10}"
-            for n in results["lengths"]))
+    for title, value in (("time (ms)", lambda p: p["seconds"] * 1e3),
+                         ("peak extra memory (MiB)", lambda p: p["peak_mib"])):
+        lines += [title, header]
+        for s, r in results["series"].items():
+            by_n = {p["n"]: p for p in r["points"]}
+            lines.append(f"{s:<12}" + "".join(
+                f"{value(by_n[n]):>10.1f}" if n in by_n else f"{'-':>10}"
+                for n in results["lengths"]))
     lines.append("fitted exponents (time, memory); crossover vs full (SDPA); notes")
     for s, r in results["series"].items():
         te, me = r["time_exponent"], r["memory_exponent"]

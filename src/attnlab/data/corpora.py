@@ -24,8 +24,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from attnlab.data._files import atomic_write, sha256_bytes, sha256_file
 from attnlab.errors import AttnlabError, did_you_mean, unknown
+from attnlab.files import atomic_write, sha256_bytes, sha256_file
 
 # Bump when the cleaning of any corpus changes, so cached texts made by older code are rebuilt.
 _PREPARE_VERSION = 1

@@ -18,8 +18,8 @@ import numpy as np
 from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from attnlab.data._files import atomic_write
 from attnlab.errors import AttnlabError, ConfigError, unknown
+from attnlab.files import atomic_write
 
 #: Token kinds `train_tokenizer` knows.
 KINDS = ("bpe", "char")

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from attnlab.data._files import atomic_write, sha256_bytes
 from attnlab.data.corpora import cache_dir
 from attnlab.data.tokenizers import Tokenizer, safe_chunks
 from attnlab.errors import AttnlabError, ConfigError
+from attnlab.files import atomic_write, sha256_bytes
 
 # Bump when the on-disk layout changes, so old caches are rebuilt instead of misread.
 _FORMAT = 1

@@ -21,11 +21,12 @@ import torch
 
 from attnlab.data import encode_corpus, load_text, load_tokenizer, train_tokenizer
 from attnlab.errors import AttnlabError
+from attnlab.files import atomic_write
 from attnlab.models import GPT
 from attnlab.tasks.config import RunConfig, load_run_config, merge, parse_overrides
 from attnlab.tasks.lm import LanguageModeling
 from attnlab.train import distributed
-from attnlab.train.checkpoint import atomic_write_text, load_model_weights, resolve
+from attnlab.train.checkpoint import load_model_weights, resolve
 from attnlab.train.trainer import Trainer, native_bf16, pick_device
 from attnlab.viz.curves import plot_training
 
@@ -124,7 +125,7 @@ def train_run(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool = T
         task, tokenizer = build_task(cfg, run_dir, device=device, dist=dist, fresh=not resume)
         if dist.main and not resume:
             tokenizer.save(run_dir / "tokenizer.json")
-            atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+            atomic_write(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
         unigram = task.unigram_loss()
         if dist.main and not resume:
             with open(run_dir / "metrics.jsonl", "a") as f:

@@ -1,4 +1,5 @@
-"""Small file helpers shared by the data package: atomic writes and hashing."""
+"""File helpers shared by data caches, checkpoints and run directories: atomic writes and
+hashing."""
 
 from __future__ import annotations
 
@@ -39,10 +40,10 @@ def atomic_write(path: Path, content: bytes | str | Callable[[BinaryIO], object]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     # The rename itself lives in the folder's metadata; without this a power cut could lose it.
     # Not every platform lets a folder be opened (Windows), which is harmless to skip.
     try:
