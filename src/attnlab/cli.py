@@ -63,6 +63,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_ints(text: str) -> list[int]:
+    """'256,1024' -> [256, 1024], each >= 1 (an argparse type: bad input is a usage error)."""
+    return [positive_int(part) for part in text.split(",")]
+
+
 def build_model(kind: str, overrides: dict):
     model_cls, config_cls = MODELS[kind]
     return model_cls(config_cls.from_dict(overrides))
@@ -229,7 +234,7 @@ def cmd_bench(args) -> int:
     from attnlab.bench import attention as lab
 
     series = args.mechanisms.split(",") if args.mechanisms else lab.available_series()
-    lengths = [positive_int(x) for x in args.lengths.split(",")]
+    lengths = args.lengths
     results = lab.run(series, lengths, mode=args.mode, causal=args.causal,
                       time_budget=args.time_budget, memory_budget_mib=args.memory_budget,
                       progress=not args.no_progress)
@@ -308,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("attention", help="time and peak memory per mechanism and length")
     b.add_argument("--mechanisms", help="comma-separated series (default: all available; "
                                         "full-eager is the materializing reference)")
-    b.add_argument("--lengths", default="256,512,1024,2048,4096,8192,16384")
+    b.add_argument("--lengths", type=positive_ints, default="256,512,1024,2048,4096,8192,16384",
+                   help="comma-separated sequence lengths")
     b.add_argument("--mode", choices=("fwd", "fwd+bwd"), default="fwd")
     b.add_argument("--causal", action="store_true")
     b.add_argument("--time-budget", type=float, default=30.0, help="seconds per call")

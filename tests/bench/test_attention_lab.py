@@ -54,3 +54,13 @@ def test_cli_writes_json_and_plot(tmp_path, capsys):
     assert data["series"]["flash"]["points"][0]["backend"] == "flash"
     assert (tmp_path / "r.png").stat().st_size > 1000
     assert "fitted exponents" in capsys.readouterr().out
+
+
+def test_bad_lengths_are_a_usage_error_not_a_traceback():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "attnlab", "bench", "attention", "--lengths",
+                           "256,abc"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "expected an integer >= 1, got 'abc'" in done.stderr
+    assert "Traceback" not in done.stderr
