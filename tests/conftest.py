@@ -18,8 +18,9 @@ TINY_OPTIONS = {
     "longformer": {"window": 3, "global_tokens": 1},
     "flash": {},
     "linformer": {"seq_len": 12, "k": 6},
-    # shared_qk=False: with the paper's shared QK the k input (and MHA's k_proj) gets no
-    # gradient by design; tests/attention/test_lsh.py runs these properties on shared QK.
+    # shared_qk=False: with the paper's shared QK the mechanism ignores its k input (which the
+    # registry tests expect a gradient for; MultiHeadAttention then builds no k_proj at all);
+    # tests/attention/test_lsh.py runs these properties on shared QK.
     "lsh": {"n_buckets": 4, "n_hashes": 2, "chunk_size": 4, "shared_qk": False},
     "performer": {"nb_features": 64},
 }

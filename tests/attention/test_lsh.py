@@ -4,8 +4,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnlab.attention import build
+from attnlab.attention.full import FullAttention
 from attnlab.attention.masks import masked_softmax
+from attnlab.attention.multihead import MultiHeadAttention
 from attnlab.errors import CapabilityError, ConfigError
+from attnlab.layers import RotaryPositional
 from tests.helpers import LargestTensor
 
 
@@ -264,3 +267,65 @@ def test_weights_are_an_explicit_inspection_method_not_need_weights():
         build("lsh")(q, q, q, need_weights=True)
     with pytest.raises(CapabilityError, match="'lsh' cannot do queries and keys of different"):
         build("lsh")(q[:, :, :3], q, q)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared QK inside MultiHeadAttention: no key projection, the queries are passed as keys
+
+
+def heads(x, n):  # (B, T, n * Dh) -> (B, n, T, Dh)
+    return x.view(*x.shape[:2], n, -1).transpose(1, 2)
+
+
+@pytest.mark.parametrize("n_kv_heads", [4, 2])
+def test_multihead_with_shared_qk_has_no_key_projection_and_no_dead_parameter(n_kv_heads):
+    d, H, B, T = 16, 4, 2, 12
+    mha = MultiHeadAttention(d, H, n_kv_heads=n_kv_heads, attention="lsh", attention_options=dict(
+        n_buckets=4, n_hashes=2, chunk_size=4)).double()
+    assert mha.attn.shares_qk and mha.k_proj is None
+    assert not any("k_proj" in name for name in mha.state_dict())
+    x = torch.randn(B, T, d, dtype=torch.float64)
+    out, _ = mha(x, causal=True)
+    # By hand: the mechanism on the projected queries; value head j serves query heads of group j
+    q = heads(mha.q_proj(x), H)
+    v = heads(mha.v_proj(x), n_kv_heads).repeat_interleave(H // n_kv_heads, dim=1)
+    ref, _ = mha.attn(q, torch.zeros_like(q), v, causal=True)  # k: its shape only
+    assert torch.allclose(out, mha.out_proj(ref.transpose(1, 2).reshape(B, T, d)), atol=1e-12)
+    out.square().sum().backward()
+    for name, p in mha.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    separate = MultiHeadAttention(d, H, attention="lsh", attention_options={"shared_qk": False})
+    assert not separate.attn.shares_qk and separate.k_proj is not None
+
+
+class SharedQKFull(FullAttention):
+    """Softmax attention told to share queries and keys: it reads k, so it shows what MHA
+    passes as keys (lsh ignores them)."""
+
+    shares_qk = True
+
+
+def test_multihead_passes_the_rotated_queries_as_keys():
+    d, H, B, T = 16, 4, 2, 7
+    mha = MultiHeadAttention(d, H, n_kv_heads=2, attention=SharedQKFull()).double()
+    rope = RotaryPositional(d // H)
+    x = torch.randn(B, T, d, dtype=torch.float64)
+    out, _ = mha(x, causal=True, positional=rope)
+    q = rope.rotate(heads(mha.q_proj(x), H))
+    v = heads(mha.v_proj(x), 2).repeat_interleave(2, dim=1)
+    scores = (q @ q.transpose(-1, -2)) / (d // H) ** 0.5
+    scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    ref = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, d)
+    assert torch.allclose(out, mha.out_proj(ref), atol=1e-12)
+
+
+def test_multihead_with_shared_qk_refuses_a_context():
+    x, memory = torch.randn(1, 6, 16), torch.randn(1, 5, 16)
+    with pytest.raises(CapabilityError, match="'lsh' cannot do cross-attention"):
+        MultiHeadAttention(16, 4, attention="lsh")(x, memory)
+    with pytest.raises(CapabilityError, match="shares queries and keys, so it cannot do cross"):
+        MultiHeadAttention(16, 4, attention=SharedQKFull())(x, memory)
+    with pytest.raises(ConfigError, match="shares queries and keys, so it has no key projection "
+                                          "from a context of width kdim=8") as info:
+        MultiHeadAttention(16, 4, attention="lsh", kdim=8)
+    assert "\n" not in str(info.value)

@@ -64,7 +64,7 @@ def test_reversible_equals_plain_values_and_every_gradient(attention, options, m
     got, want = grads(seq, x, out, probe), grads(seq, x, ref, probe)
     assert sum(g is not None for g in want) > 20
     for g, w in zip(got, want, strict=True):
-        assert (g is None) == (w is None)  # lsh's shared QK: k_proj unused in both
+        assert (g is None) == (w is None)  # a parameter unused by one is unused by both
         if w is not None:
             assert torch.allclose(g, w, atol=1e-6, rtol=0) and torch.allclose(g, w, atol=1e-10)
 

@@ -86,6 +86,9 @@ class Attention(nn.Module, ABC):
     cache_keep: int | None = None
     #: The backward pass is a surrogate (straight-through), not the forward's true gradient.
     straight_through: ClassVar[bool] = False
+    #: Keys are derived from the queries (the Reformer's shared-QK) and the `k` argument is
+    #: ignored, so `MultiHeadAttention` builds no key projection and passes the queries as k.
+    shares_qk: bool = False
 
     def __init__(self, scale: float | None = None, dropout: float = 0.0):
         super().__init__()

@@ -44,13 +44,14 @@ Departures from the paper, each chosen so a registry-wide property holds exactly
 
 Shared-QK (the paper's default, `shared_qk=True`): keys are the normalized queries,
 k_j = q_j / |q_j|, so a query always shares a bucket with its own key; the `k` argument is
-ignored except for its shape (it receives no gradient, and neither does the key projection
-that made it). A token never attends to itself unless it finds no other key in any round,
-in which case its output is its own value: the paper's rule, which it implements with a large
-finite penalty on the self score and which is applied here exactly. With `shared_qk=False` queries
-and keys are hashed separately and bucketed jointly: the 2n items (each position's key, then
-its query) are sorted together, and a chunk holds 2 * `chunk_size` items. A query whose
-buckets hold no key outputs zeros; the joint chunks cost about 4x the scores of shared-QK.
+ignored except for its shape (it receives no gradient; `shares_qk` tells `MultiHeadAttention`
+to build no key projection and pass the queries as k). A token never attends to itself
+unless it finds no other key in any round, in which case its output is its own value: the
+paper's rule, which it implements with a large finite penalty on the self score and which is
+applied here exactly. With `shared_qk=False` queries and keys are hashed separately and
+bucketed jointly: the 2n items (each position's key, then its query) are sorted together, and
+a chunk holds 2 * `chunk_size` items. A query whose buckets hold no key outputs zeros; the
+joint chunks cost about 4x the scores of shared-QK.
 """
 
 from __future__ import annotations
@@ -116,6 +117,10 @@ class LSHAttention(Attention):
         # known. Not persistent: the seed alone determines it.
         self.register_buffer("rotations", torch.empty(0), persistent=False)
         self._rotations_seed: int | None = None
+
+    @property
+    def shares_qk(self) -> bool:
+        return self.shared_qk
 
     def extra_repr(self) -> str:
         return (f"n_buckets={self.n_buckets}, n_hashes={self.n_hashes}, "

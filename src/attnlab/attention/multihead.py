@@ -32,7 +32,9 @@ class MultiHeadAttention(nn.Module):
         d_model: width of the queries' input and of the output.
         n_heads: query heads; `d_model` must divide evenly.
         n_kv_heads: key/value heads (grouped-query attention); must divide `n_heads`.
-        attention: a registered mechanism name, or an `Attention` instance.
+        attention: a registered mechanism name, or an `Attention` instance. One that shares
+            queries and keys (`shares_qk`, e.g. lsh's shared QK) gets no `k_proj` (None): its
+            keys are the projected queries, and it attends within `x` only.
         attention_options: options for `build(attention, ...)` when a name is given.
         kdim, vdim: widths of the context for keys and values (cross-attention); default d_model.
         bias: projections have biases.
@@ -59,14 +61,19 @@ class MultiHeadAttention(nn.Module):
         self.d_model, self.n_heads, self.n_kv_heads = d_model, n_heads, n_kv_heads
         self.head_dim = d_model // n_heads
         kv_width = n_kv_heads * self.head_dim
-        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.k_proj = nn.Linear(kdim or d_model, kv_width, bias=bias)
-        self.v_proj = nn.Linear(vdim or d_model, kv_width, bias=bias)
-        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         if isinstance(attention, str):
             attention = build(attention, **(attention_options or {}))
         elif attention_options:
             raise ConfigError("attention_options go with an attention name, not an instance")
+        if attention.shares_qk and (kdim or d_model) != d_model:
+            raise ConfigError(f"attention '{attention.name}' shares queries and keys, so it has "
+                              f"no key projection from a context of width kdim={kdim}")
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        # Shared-QK mechanisms take the queries as keys: a key projection would get no gradient.
+        self.k_proj = (None if attention.shares_qk
+                       else nn.Linear(kdim or d_model, kv_width, bias=bias))
+        self.v_proj = nn.Linear(vdim or d_model, kv_width, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         self.attn = attention
 
     def new_cache(self, cross: bool = False) -> KVCache:
@@ -112,13 +119,17 @@ class MultiHeadAttention(nn.Module):
         cross = context is not None
         if cross:
             self.attn.require("cross", "cross-attention")
+            if self.k_proj is None:
+                raise CapabilityError(f"attention '{self.attn.name}' shares queries and keys, "
+                                      f"so it cannot do cross-attention")
         q = self.q_proj(x).view(B, T, H, Dh).transpose(1, 2)  # (B, H, T, Dh)
         if cross and cache is not None and cache.filled:
             k, v, key_padding_mask = cache.k, cache.v, cache.mask  # encoder memory, computed once
         else:
             src = context if cross else x
             S = src.shape[1]
-            k = self.k_proj(src).view(B, S, Hkv, Dh).transpose(1, 2)  # (B, Hkv, S, Dh)
+            # (B, Hkv, S, Dh), or shared-QK's queries as the keys, (B, H, S, Dh)
+            k = q if self.k_proj is None else self.k_proj(src).view(B, S, Hkv, Dh).transpose(1, 2)
             v = self.v_proj(src).view(B, S, Hkv, Dh).transpose(1, 2)  # (B, Hkv, S, Dh)
             if not cross and positional is not None:
                 start = cache.seen if cache is not None else 0
@@ -129,7 +140,8 @@ class MultiHeadAttention(nn.Module):
                     self.attn.require("kv_cache", "KV-cached decoding")
                 k, v, key_padding_mask = cache.update(k, v, key_padding_mask)
         bias = positional.attention_bias if (positional is not None and not cross) else None
-        k, v = repeat_kv(k, H // Hkv), repeat_kv(v, H // Hkv)  # (B, H, S, Dh)
+        # k has Hkv heads, or H when it is the queries (shared-QK)
+        k, v = repeat_kv(k, H // k.shape[1]), repeat_kv(v, H // Hkv)  # (B, H, S, Dh)
         out, weights = self.attn(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
                                  bias=bias, need_weights=need_weights)
         out = out.transpose(1, 2).reshape(B, T, self.d_model)  # (B, T, d_model)

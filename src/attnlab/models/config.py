@@ -80,6 +80,15 @@ class TransformerConfig:
         dropout: embedding, residual and feed-forward dropout (attention-weight dropout is the
             mechanism's own `dropout` option).
         bias: biases in linear layers and LayerNorms.
+        reversible: run the Blocks as reversible residual layers (Reformer), y1 = x1 + Attn(x2),
+            y2 = x2 + FFN(y1) on two streams averaged at the end: activation memory stays flat
+            in depth for one extra forward per layer in backward. A different function from
+            the plain stack with the same weights. Pre-norm only; no cross-attention (so not in
+            an encoder-decoder) and no KV-cached decoding.
+        ff_chunks: 0 = off; else the feed-forward runs on chunks of this many positions,
+            recomputing each chunk's hidden activation in backward, so no (B, T, d_ff) tensor
+            is ever held. Same values and gradients. The FFN's weights then sit under
+            `ffn.ffn.` instead of `ffn.` in the state dict.
     """
 
     vocab_size: int = 256
@@ -100,12 +109,20 @@ class TransformerConfig:
     final_norm: bool | None = None
     dropout: float = 0.0
     bias: bool = True
+    reversible: bool = False
+    ff_chunks: int = 0
 
     def __post_init__(self):
         _check_types(self)
         for name in ("vocab_size", "d_model", "n_heads", "n_layers", "max_len"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)}")
+        if self.ff_chunks < 0:
+            raise ConfigError(f"ff_chunks must be an integer >= 0 (0 = off), "
+                              f"got {self.ff_chunks}")
+        if self.reversible and not self.norm_first:
+            raise ConfigError("reversible=True needs pre-norm layers (norm_first=True): a "
+                              "post-norm layer cannot be undone by a subtraction")
         if self.d_model % self.n_heads:
             raise ConfigError(f"d_model {self.d_model} is not divisible by n_heads "
                               f"{self.n_heads}; pick a multiple")
@@ -215,6 +232,10 @@ class Seq2SeqConfig(TransformerConfig):
     scale_embeddings: bool = True
 
     def __post_init__(self):
+        if self.reversible is True:  # checked first: the norm_first advice would not mend it
+            raise ConfigError("reversible=True is not available for an encoder-decoder: its "
+                              "decoder's cross-attention cannot be made reversible; set "
+                              "reversible=False")
         super().__post_init__()
         _require_causal(self.attention, "the decoder of an encoder-decoder")
         if self.share_embeddings and self.target_vocab != self.vocab_size:

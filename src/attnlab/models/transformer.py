@@ -10,12 +10,16 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.attention.multihead import MultiHeadAttention
-from attnlab.errors import AttnlabError, ConfigError
+from attnlab.errors import AttnlabError, CapabilityError, ConfigError
 from attnlab.layers.block import Block
 from attnlab.layers.feedforward import FeedForward
 from attnlab.layers.norms import build_norm
 from attnlab.layers.positional import build_positional
+from attnlab.layers.reversible import ChunkedFeedForward, ReversibleSequence
 from attnlab.models.config import TransformerConfig
+
+_REVERSIBLE_NO_CACHE = ("reversible=True layers cannot decode with a KV cache; generate with "
+                        "use_cache=False or set reversible=False")
 
 
 class StackCache(list):
@@ -36,11 +40,25 @@ class StackCache(list):
 
 class TransformerStack(nn.Module):
     """`n_layers` Blocks made from `config` (with cross-attention for a decoder), then the final
-    norm when the config asks for one."""
+    norm when the config asks for one.
+
+    `config.reversible` runs the Blocks as reversible layers: `self.reversible` is a
+    `ReversibleSequence` over the Blocks' own modules, so the parameters and their state-dict
+    names are those of the plain stack (`blocks.{i}...`). `config.ff_chunks` wraps each Block's
+    FFN in a `ChunkedFeedForward` (its weights under `blocks.{i}.ffn.ffn.`).
+
+    Args:
+        config: the shared architecture settings.
+        n_layers: number of Blocks.
+        cross: decoder Blocks, with cross-attention over an encoder's memory.
+    """
 
     def __init__(self, config: TransformerConfig, n_layers: int, *, cross: bool = False):
         super().__init__()
         c = config
+        if c.reversible and cross:
+            raise ConfigError("reversible=True cannot make decoder layers with cross-attention "
+                              "reversible; set reversible=False")
 
         def mha():
             return MultiHeadAttention(c.d_model, c.n_heads, n_kv_heads=c.n_kv_heads,
@@ -53,15 +71,30 @@ class TransformerStack(nn.Module):
         def norm():
             return build_norm(c.norm, c.d_model, c.norm_eps, bias=c.bias)
 
+        def ffn():
+            ffn = FeedForward(c.d_model, c.ffn_dim, c.activation, c.dropout, c.bias)
+            return ChunkedFeedForward(ffn, c.ff_chunks) if c.ff_chunks else ffn
+
         self.blocks = nn.ModuleList(
-            Block(mha(), FeedForward(c.d_model, c.ffn_dim, c.activation, c.dropout, c.bias), norm,
-                  cross_attn=cross_mha() if cross else None, norm_first=c.norm_first,
-                  dropout=c.dropout)
+            Block(mha(), ffn(), norm, cross_attn=cross_mha() if cross else None,
+                  norm_first=c.norm_first, dropout=c.dropout)
             for _ in range(n_layers)
         )
         self.norm = norm() if c.use_final_norm else nn.Identity()
+        # A plain attribute, not a submodule: it shares the Blocks' modules, and registering it
+        # would list every parameter a second time under other names.
+        self.__dict__["reversible"] = (ReversibleSequence.from_blocks(self.blocks)
+                                       if c.reversible else None)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.reversible is not None:  # outside the module tree: not reached by super()
+            self.reversible.train(mode)  # it saves RNG states for dropout replay in training
+        return self
 
     def new_cache(self) -> StackCache:
+        if self.reversible is not None:
+            raise CapabilityError(_REVERSIBLE_NO_CACHE)
         return StackCache(
             (blk.self_attn.new_cache(),
              blk.cross_attn.new_cache(cross=True) if blk.cross_attn is not None else None)
@@ -80,6 +113,12 @@ class TransformerStack(nn.Module):
         positions: Tensor | None = None,
         cache: StackCache | None = None,
     ) -> Tensor:
+        if self.reversible is not None:
+            if cache is not None:
+                raise CapabilityError(_REVERSIBLE_NO_CACHE)
+            x = self.reversible(x, causal=causal, key_padding_mask=key_padding_mask,
+                                positional=positional, positions=positions)
+            return self.norm(x)
         for i, block in enumerate(self.blocks):
             self_cache, cross_cache = cache[i] if cache is not None else (None, None)
             x = block(x, causal=causal, key_padding_mask=key_padding_mask, memory=memory,
