@@ -155,6 +155,13 @@ def cmd_train(args) -> int:
     summary = train_run(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
+    if cfg.task == "classify":
+        print(f"\nvalidation accuracy {summary['val_accuracy']:.4f} (loss "
+              f"{summary['val_loss']:.4f}) after {summary['step']} steps; chance "
+              f"{summary['chance_accuracy']:.4f}, majority class "
+              f"{summary['majority_accuracy']:.4f}")
+        print(f"run directory: {run_dir}\nloss plot: {run_dir / 'loss.png'}")
+        return 0
     print(f"\nvalidation loss {summary['val_loss']:.4f} nats/token "
           f"({summary['bits_per_char']:.3f} bits/char) after {summary['step']} steps; "
           f"unigram baseline {summary['unigram_loss']:.4f}")
@@ -175,7 +182,10 @@ def cmd_generate(args) -> int:
     from attnlab.generate import generate_text
     from attnlab.tasks.run import load_run
 
-    model, tokenizer, _ = load_run(args.run_dir, checkpoint=args.checkpoint)
+    model, tokenizer, cfg = load_run(args.run_dir, checkpoint=args.checkpoint)
+    if cfg.task != "lm":
+        raise AttnlabError(f"{args.run_dir} holds a {cfg.task} model; generate needs a "
+                           f"language model (task lm)")
     options = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                    top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
                    seed=args.seed, stop=tuple(args.stop))
@@ -213,6 +223,11 @@ def cmd_eval(args) -> int:
     m = evaluate_run(args.run_dir, checkpoint=args.checkpoint, batches=args.batches)
     if args.json:
         print(json.dumps(m, indent=2))
+        return 0
+    if "test_accuracy" in m:
+        print(f"validation accuracy {m['val_accuracy']:.4f}  test accuracy "
+              f"{m['test_accuracy']:.4f}  (chance {m['chance_accuracy']:.4f}, majority class "
+              f"{m['majority_accuracy']:.4f})")
         return 0
     print(f"validation loss {m['val_loss']:.4f}  perplexity {m['perplexity']:.2f}  "
           f"bits/char {m['bits_per_char']:.3f}  (unigram baseline {m['unigram_loss']:.4f})")

@@ -16,18 +16,23 @@ from typing import Any
 import yaml
 
 from attnlab.errors import AttnlabError, ConfigError, did_you_mean
-from attnlab.models.config import GPTConfig, _check_types, from_dict
+from attnlab.models.config import EncoderConfig, GPTConfig, _check_types, from_dict
+
+# task -> the model config it trains: a GPT for language modeling, an encoder for classification
+TASK_MODELS = {"lm": GPTConfig, "classify": EncoderConfig}
 
 
 @dataclass
 class DataConfig:
-    """Where the text comes from and how it becomes tokens.
+    """Where the data comes from and how it becomes tokens.
 
     Args:
-        source: a corpus name (`attnlab data list`), a text file, or a folder of text files.
-        tokenizer: "char" (characters, with byte fallback) or "bpe" (byte-level BPE).
+        source: for `lm`, a corpus name (`attnlab data list`), a text file, or a folder of
+            text files; for `classify`, a labelled dataset (lra-listops, lra-retrieval), made
+            at the model's `max_len`.
+        tokenizer: "char" (characters, with byte fallback) or "bpe" (byte-level BPE); `lm` only.
         vocab_size: BPE vocabulary size (char: set by the text).
-        val_fraction: the last fraction of the tokens held out for validation.
+        val_fraction: the last fraction of the tokens held out for validation; `lm` only.
     """
 
     source: str = "shakespeare"
@@ -113,26 +118,28 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
-    """A whole run: the task, its model, data and training settings."""
+    """A whole run: the task (lm or classify), its model, data and training settings."""
 
     task: str = "lm"
-    model: GPTConfig = field(default_factory=GPTConfig)
+    model: GPTConfig | EncoderConfig = field(default_factory=GPTConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
         values = dict(values)
-        sections = {"model": GPTConfig, "data": DataConfig, "train": TrainConfig}
+        task = values.get("task", "lm")
+        if task not in TASK_MODELS:
+            raise ConfigError(f"unknown task '{task}'{did_you_mean(str(task), TASK_MODELS)}; "
+                              f"choose from: {', '.join(TASK_MODELS)}")
+        sections = {"model": TASK_MODELS[task], "data": DataConfig, "train": TrainConfig}
         names = ["task", *sections]
         for key in values:
             if key not in names:
                 raise ConfigError(f"unknown config key '{key}'{did_you_mean(key, names)}; "
                                   f"the sections are: {', '.join(names)}")
-        if values.get("task", "lm") != "lm":
-            raise ConfigError(f"unknown task '{values['task']}'; choose from: lm")
         built = {k: from_dict(c, values.get(k) or {}, f"{k}.") for k, c in sections.items()}
-        return cls(task=values.get("task", "lm"), **built)
+        return cls(task=task, **built)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -66,6 +66,9 @@ class LanguageModeling:
         return {"val_loss": val, "perplexity": math.exp(val),
                 "bits_per_char": val / math.log(2) / self.chars_per_token}
 
+    def baselines(self) -> dict:
+        return {"unigram_loss": self.unigram_loss()}
+
     def unigram_loss(self) -> float:
         """Cross-entropy of the validation tokens under the training token frequencies
         (add-one smoothed): what a model that ignores context can reach."""

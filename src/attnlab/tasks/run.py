@@ -2,8 +2,8 @@
 
 A run directory is the unit users handle:
 
-    config.json       the resolved RunConfig (vocab size filled in from the tokenizer)
-    tokenizer.json    the tokenizer (never pickled)
+    config.json       the resolved RunConfig (vocab size filled in from the tokenizer or data)
+    tokenizer.json    the tokenizer (never pickled); language modeling only
     metrics.jsonl     one JSON row per log / evaluation
     loss.png          training curves
     last/             resumable checkpoint: weights, optimizer, step, RNG states
@@ -20,9 +20,11 @@ from pathlib import Path
 import torch
 
 from attnlab.data import encode_corpus, load_text, load_tokenizer, train_tokenizer
+from attnlab.data.lra import load_lra
 from attnlab.errors import AttnlabError
 from attnlab.files import atomic_write
-from attnlab.models import GPT
+from attnlab.models import GPT, Encoder
+from attnlab.tasks.classify import SequenceClassification
 from attnlab.tasks.config import RunConfig, load_run_config, merge, parse_overrides
 from attnlab.tasks.lm import LanguageModeling
 from attnlab.train import distributed
@@ -71,7 +73,7 @@ def prepare_run(recipe: str | None, overrides: list[str], out: Path | None, *,
         if recipe is not None or overrides:
             asked = load_run_config(recipe, overrides) if recipe else RunConfig.from_dict(
                 merge(stored.to_dict(), parse_overrides(overrides)))
-            asked.model = dataclasses.replace(asked.model, vocab_size=stored.model.vocab_size)
+            asked.model = dataclasses.replace(asked.model, **_data_sized(stored))
             for section in ("model", "data"):
                 diff = _first_difference(dataclasses.asdict(getattr(stored, section)),
                                          dataclasses.asdict(getattr(asked, section)))
@@ -90,8 +92,18 @@ def prepare_run(recipe: str | None, overrides: list[str], out: Path | None, *,
     return cfg, out
 
 
+def _data_sized(cfg: RunConfig) -> dict:
+    """The model fields a run fills in from its data rather than from the recipe."""
+    sized = {"vocab_size": cfg.model.vocab_size}
+    if cfg.task == "classify":
+        sized["num_classes"] = cfg.model.num_classes
+    return sized
+
+
 def build_task(cfg: RunConfig, run_dir: Path, *, device, dist=None, fresh: bool):
-    """Text, tokenizer and token splits for the run; the LM task with its model."""
+    """The run's task with its model (and the tokenizer of a language model, else None)."""
+    if cfg.task == "classify":
+        return build_classification(cfg, device=device), None
     dist = dist or distributed.Dist()
     text, _ = load_text(cfg.data.source)
     if fresh:
@@ -113,6 +125,16 @@ def build_task(cfg: RunConfig, run_dir: Path, *, device, dist=None, fresh: bool)
     return task, tokenizer
 
 
+def build_classification(cfg: RunConfig, *, device) -> SequenceClassification:
+    """The labelled dataset at the model's `max_len` and an encoder sized to it."""
+    data = load_lra(cfg.data.source, cfg.model.max_len)
+    cfg.model = dataclasses.replace(cfg.model, vocab_size=len(data.vocab),
+                                    num_classes=data.num_classes)
+    torch.manual_seed(cfg.train.seed)  # the model's initialization
+    return SequenceClassification(Encoder(cfg.model), data, batch_size=cfg.train.batch_size,
+                                  device=device)
+
+
 def train_run(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool = True,
               log=print) -> dict:
     """Train (or continue) the run; write every file of the run directory."""
@@ -124,24 +146,27 @@ def train_run(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool = T
         distributed.barrier(dist)
         task, tokenizer = build_task(cfg, run_dir, device=device, dist=dist, fresh=not resume)
         if dist.main and not resume:
-            tokenizer.save(run_dir / "tokenizer.json")
+            if tokenizer is not None:
+                tokenizer.save(run_dir / "tokenizer.json")
             atomic_write(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
-        unigram = task.unigram_loss()
+        baselines = task.baselines()
         if dist.main and not resume:
             with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps({"step": 0, "unigram_loss": unigram}) + "\n")
+                f.write(json.dumps({"step": 0, **baselines}) + "\n")
         model = task.model
         if dist.main:
-            log(f"run {run_dir}: {model.num_parameters():,} parameters, "
-                f"{len(task.splits.train):,} training tokens, vocab {tokenizer.vocab_size}, "
-                f"device {device}, {dist.world} process(es)")
+            data = (f"{len(task.splits.train):,} training tokens" if cfg.task == "lm" else
+                    f"{len(task.data.labels['train']):,} training sequences of "
+                    f"{task.data.length} tokens")
+            log(f"run {run_dir}: {model.num_parameters():,} parameters, {data}, "
+                f"vocab {cfg.model.vocab_size}, device {device}, {dist.world} process(es)")
         trainer = Trainer(task, run_dir, cfg.train, dist=dist, device=device, resume=resume,
                           progress=progress)
         if dist.main:
             log(f"precision {trainer.precision} (train.precision={cfg.train.precision}; native "
                 f"bf16 matmul on {device.type}: {native_bf16(device)})")
         summary = trainer.fit(tokens_per_sequence=cfg.model.max_len)
-        summary["unigram_loss"] = unigram
+        summary.update(baselines)
         if dist.main:
             plot_training(run_dir / "metrics.jsonl", run_dir / "loss.png", title=str(run_dir))
         return summary
@@ -150,22 +175,28 @@ def train_run(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool = T
 
 
 def load_run(run_dir: Path, *, checkpoint: str = "best", device="cpu"):
-    """(model, tokenizer, config) of a run directory, weights from `best/` or `last/`."""
+    """(model, tokenizer, config) of a run directory, weights from `best/` or `last/`.
+    A classification run has no tokenizer (None): its data are token ids already."""
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
-    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    tokenizer = load_tokenizer(run_dir / "tokenizer.json") if cfg.task == "lm" else None
     found = resolve(run_dir / checkpoint) or (resolve(run_dir / "last")
                                               if checkpoint == "best" else None)
     if found is None:
         raise AttnlabError(f"{run_dir} has no weights ({checkpoint}/ checkpoint missing)")
-    model = GPT(cfg.model)
+    model = GPT(cfg.model) if cfg.task == "lm" else Encoder(cfg.model)
     load_model_weights(model, found / "model.safetensors")
     return model.to(device).eval(), tokenizer, cfg
 
 
 def evaluate_run(run_dir: Path, *, checkpoint: str = "best", batches: int | None = None) -> dict:
-    """Validation loss, perplexity and bits per character of a trained run."""
+    """Validation loss, perplexity and bits per character of a language model; validation
+    and test loss and accuracy of a classifier."""
     model, tokenizer, cfg = load_run(run_dir, checkpoint=checkpoint)
+    if cfg.task == "classify":
+        task = SequenceClassification(model, load_lra(cfg.data.source, cfg.model.max_len),
+                                      batch_size=cfg.train.batch_size)
+        return {**task.evaluate(model), **task.evaluate(model, "test"), **task.baselines()}
     text, _ = load_text(cfg.data.source)
     splits = encode_corpus(text, tokenizer, val_fraction=cfg.data.val_fraction)
     task = LanguageModeling(model, tokenizer, splits,
@@ -173,5 +204,5 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", batches: int | None
                             batch_size=cfg.train.batch_size)
     with torch.no_grad():
         metrics = task.evaluate(model)
-    metrics["unigram_loss"] = task.unigram_loss()
+    metrics.update(task.baselines())
     return metrics

@@ -24,11 +24,13 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def plot_training(metrics_path: Path, out: Path, *, title: str = "") -> Path:
-    """Draw loss (train, validation), learning rate and tokens/s against the step."""
+    """Draw loss (train, validation), learning rate and tokens/s against the step, and the
+    validation accuracy of a classifier beside its chance and majority-class baselines."""
     rows = read_metrics(metrics_path)
     train = [r for r in rows if "loss" in r]
     val = [r for r in rows if "val_loss" in r]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    accuracy = [r for r in val if "val_accuracy" in r]
+    fig, axes = plt.subplots(1, 4 if accuracy else 3, figsize=(17 if accuracy else 13, 3.6))
     ax = axes[0]
     ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=1, label="train")
     if val:
@@ -42,6 +44,16 @@ def plot_training(metrics_path: Path, out: Path, *, title: str = "") -> Path:
     axes[1].set(xlabel="step", title="learning rate")
     axes[2].plot([r["step"] for r in train], [r.get("tokens_per_s", 0) for r in train])
     axes[2].set(xlabel="step", title="tokens / s")
+    if accuracy:
+        ax = axes[3]
+        ax.plot([r["step"] for r in accuracy], [r["val_accuracy"] for r in accuracy], "o-",
+                label="validation")
+        for key, style in (("chance_accuracy", ":"), ("majority_accuracy", "--")):
+            level = next((r[key] for r in rows if key in r), None)
+            if level is not None:
+                ax.axhline(level, color="gray", ls=style, lw=1, label=key.split("_")[0])
+        ax.set(xlabel="step", ylabel="accuracy", title="accuracy")
+        ax.legend()
     for a in axes:
         a.grid(alpha=0.3)
     if title:

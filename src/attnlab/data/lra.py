@@ -1,0 +1,231 @@
+"""Long-range classification tasks in the spirit of Long Range Arena (Tay et al., 2021), small
+enough to train on two CPU cores and generated here from a seed, so anyone gets the same data.
+
+`lra-listops` (Nangia & Bowman, 2018; LRA's ListOps): evaluate a nested prefix expression of
+MIN, MAX, MED (median) and SM (sum modulo 10) over digits, written as tokens
+
+    [MAX 4 3 [MIN 2 3 ] 1 0 [MED 1 5 8 9 2 ] ]   ->   5
+
+Ten classes. Each expression is built to a token budget drawn from [length/2, length], so it
+fills between about 40 and 85 % of the sequence; the rest is padding. Departures from LRA:
+expressions are grown to a length budget instead of sampled by depth and filtered by length
+(which rarely accepts long ones); MED of an even count is the lower median (LRA's rounds the
+mean of the two middle values down); no separate brackets for the operators' opening.
+
+`lra-retrieval`: associative recall over a long, noisy sequence. The first token asks for a
+key ("?k2"); somewhere in the remaining `length - 1` tokens of noise sit `N_PAIRS` key=value
+tokens ("k2=7", "k0=3": distinct keys); the label is the asked key's value. Solving it needs
+the first token to find its pair anywhere in the sequence and to tell it from the other pair:
+attention that cannot see far from the first token is at chance (1/10). Each pair is one
+token, not a key token followed by a value token: with the pair split in two, a 2-layer model
+on 1024 tokens stayed at chance for the whole CPU budget (it must first learn to bind value to
+key, with no signal until it also finds the key). This task replaces LRA's document-matching
+retrieval, whose data (the ACL anthology network) does not exist offline.
+
+Datasets are written to the cache (`$ATTNLAB_HOME/lra/NAME-LENGTH-SEED/`) as .npy arrays with
+a meta.json holding their SHA-256; a cached file that does not match is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from attnlab.data.corpora import cache_dir
+from attnlab.errors import AttnlabError, did_you_mean
+from attnlab.files import atomic_write, sha256_file
+
+SPLITS = ("train", "val", "test")
+PAD = 0
+
+
+@dataclass(frozen=True)
+class ClassificationData:
+    """Token sequences with one label each, in train / val / test splits.
+
+    Attributes:
+        name: the dataset's name.
+        tokens: split -> (N, length) int array, padded with `pad_id`.
+        labels: split -> (N,) int array in [0, num_classes).
+        vocab: the symbol of each token id (id = index).
+        num_classes: number of labels.
+        pad_id: the padding token.
+        meta: how the data was made (generator options, seed, checksums).
+    """
+
+    name: str
+    tokens: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    vocab: tuple[str, ...]
+    num_classes: int
+    pad_id: int
+    meta: dict
+
+    @property
+    def length(self) -> int:
+        return self.tokens["train"].shape[1]
+
+    def majority_accuracy(self, split: str = "test") -> float:
+        """Accuracy of always answering the training set's most frequent label."""
+        majority = np.bincount(self.labels["train"], minlength=self.num_classes).argmax()
+        return float((self.labels[split] == majority).mean())
+
+
+# -- ListOps -------------------------------------------------------------------------------------
+LISTOPS_OPS = ("MIN", "MAX", "MED", "SM")
+LISTOPS_VOCAB = ("<pad>", *map(str, range(10)), *(f"[{op}" for op in LISTOPS_OPS), "]")
+_DIGIT, _OP, _CLOSE = 1, 11, 15  # first digit id, first operator id, closing bracket id
+
+
+def _listops_expression(rng: random.Random, budget: int, max_args: int, out: list[int]) -> int:
+    """Append the token ids of an expression of at most `budget` tokens; return its value."""
+    if budget < 4:  # an operator needs at least "[OP a b ]"
+        digit = rng.randrange(10)
+        out.append(_DIGIT + digit)
+        return digit
+    op = rng.randrange(len(LISTOPS_OPS))
+    n = rng.randint(2, min(max_args, budget - 2))
+    cuts = sorted(rng.sample(range(1, budget - 2), n - 1))  # n positive parts of budget - 2
+    parts = [b - a for a, b in zip([0, *cuts], [*cuts, budget - 2], strict=True)]
+    out.append(_OP + op)
+    values = [_listops_expression(rng, part, max_args, out) for part in parts]
+    out.append(_CLOSE)
+    if op == 0:
+        return min(values)
+    if op == 1:
+        return max(values)
+    if op == 2:
+        return sorted(values)[(n - 1) // 2]
+    return sum(values) % 10
+
+
+def listops(n: int, length: int, seed: int, *, max_args: int = 10) -> tuple[np.ndarray, ...]:
+    """`n` ListOps expressions padded to `length` tokens: ((n, length) tokens, (n,) labels)."""
+    rng = random.Random(seed)
+    tokens = np.full((n, length), PAD, dtype=np.int16)
+    labels = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        out: list[int] = []
+        labels[i] = _listops_expression(rng, rng.randint(length // 2, length), max_args, out)
+        tokens[i, : len(out)] = out
+    return tokens, labels
+
+
+def listops_value(symbols: list[str]) -> int:
+    """Evaluate a ListOps expression given as symbols (a reference for tests and users)."""
+    stack: list[list] = []
+    value = None
+    for s in symbols:
+        if s.startswith("["):
+            stack.append([s[1:]])
+        elif s == "]":
+            op, *args = stack.pop()
+            value = {"MIN": min(args), "MAX": max(args), "SM": sum(args) % 10,
+                     "MED": sorted(args)[(len(args) - 1) // 2]}[op]
+            if stack:
+                stack[-1].append(value)
+        elif stack:
+            stack[-1].append(int(s))
+        else:
+            value = int(s)
+    if stack or value is None:
+        raise ValueError("unbalanced ListOps expression")
+    return value
+
+
+# -- associative recall --------------------------------------------------------------------------
+N_KEYS, N_PAIRS, N_NOISE = 4, 2, 16
+RETRIEVAL_VOCAB = ("<pad>", *(f"?k{i}" for i in range(N_KEYS)),
+                   *(f"k{i}={v}" for i in range(N_KEYS) for v in range(10)),
+                   *(f"n{i}" for i in range(N_NOISE)))
+_QUERY, _PAIR, _NOISE = 1, 1 + N_KEYS, 1 + N_KEYS + 10 * N_KEYS
+
+
+def retrieval(n: int, length: int, seed: int) -> tuple[np.ndarray, ...]:
+    """`n` associative-recall sequences of `length` tokens: ((n, length) tokens, (n,) labels).
+
+    Token 0 asks for a key ("?k2"); `N_PAIRS` pair tokens ("k2=7": key 2 holds 7, distinct
+    keys) sit at random places among noise tokens; the label is the queried key's value.
+    """
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(_NOISE, _NOISE + N_NOISE, size=(n, length), dtype=np.int16)
+    keys = np.argsort(rng.random((n, N_KEYS)), axis=1)[:, :N_PAIRS]  # distinct keys per row
+    values = rng.integers(0, 10, size=(n, N_PAIRS))
+    places = 1 + np.argsort(rng.random((n, length - 1)), axis=1)[:, :N_PAIRS]
+    rows = np.arange(n)[:, None]
+    tokens[rows, places] = _PAIR + 10 * keys + values
+    asked = rng.integers(0, N_PAIRS, size=n)
+    tokens[:, 0] = _QUERY + keys[np.arange(n), asked]
+    return tokens, values[np.arange(n), asked].astype(np.int64)
+
+
+# -- the registry and the cache ------------------------------------------------------------------
+@dataclass(frozen=True)
+class LRATask:
+    name: str
+    make: callable
+    vocab: tuple[str, ...]
+    num_classes: int
+    sizes: tuple[int, int, int]  # train, val, test
+    description: str
+
+
+LRA_TASKS = {
+    "lra-listops": LRATask("lra-listops", listops, LISTOPS_VOCAB, 10, (8000, 1000, 1000),
+                           "nested MIN/MAX/MED/SM expressions over digits -> their value"),
+    "lra-retrieval": LRATask("lra-retrieval", retrieval, RETRIEVAL_VOCAB, 10, (8000, 1000, 1000),
+                             f"associative recall: the value of the queried key, "
+                             f"{N_PAIRS} key=value tokens hidden in noise"),
+}
+
+
+def lra_task(name: str) -> LRATask:
+    if name not in LRA_TASKS:
+        raise AttnlabError(f"unknown classification dataset '{name}'"
+                           f"{did_you_mean(name, LRA_TASKS)}; choose from: {', '.join(LRA_TASKS)}")
+    return LRA_TASKS[name]
+
+
+def load_lra(name: str, length: int, seed: int = 0) -> ClassificationData:
+    """The dataset `name` at sequence `length`, generated once from `seed` and then cached."""
+    task = lra_task(name)
+    if length < 16:
+        raise AttnlabError(f"{name}: sequence length must be >= 16, got {length}")
+    folder = cache_dir() / "lra" / f"{name}-{length}-{seed}"
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        _generate(task, folder, length, seed)
+    try:
+        meta = json.loads(meta_path.read_text())
+        files = meta["files"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError):
+        raise AttnlabError(f"{meta_path} is corrupt; delete {folder} to regenerate it") from None
+    arrays = {}
+    for file, digest in files.items():
+        path = folder / file
+        if not path.is_file() or sha256_file(path) != digest:
+            raise AttnlabError(f"{path} does not match its checksum in meta.json; delete "
+                               f"{folder} to regenerate it")
+        arrays[file] = np.load(path, allow_pickle=False)
+    return ClassificationData(
+        name=name, vocab=task.vocab, num_classes=task.num_classes, pad_id=PAD, meta=meta,
+        tokens={s: arrays[f"{s}-tokens.npy"] for s in SPLITS},
+        labels={s: arrays[f"{s}-labels.npy"] for s in SPLITS})
+
+
+def _generate(task: LRATask, folder: Path, length: int, seed: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for i, (split, n) in enumerate(zip(SPLITS, task.sizes, strict=True)):
+        tokens, labels = task.make(n, length, seed * 1000 + i)  # one stream per split
+        for kind, array in (("tokens", tokens), ("labels", labels)):
+            path = folder / f"{split}-{kind}.npy"
+            atomic_write(path, lambda f, a=array: np.save(f, a, allow_pickle=False))
+            files[path.name] = sha256_file(path)
+    meta = {"name": task.name, "length": length, "seed": seed, "sizes": list(task.sizes),
+            "description": task.description, "files": files}
+    atomic_write(folder / "meta.json", json.dumps(meta, indent=2))
