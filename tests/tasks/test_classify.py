@@ -13,11 +13,12 @@ from attnlab.models import Encoder, EncoderConfig
 from attnlab.tasks.classify import SequenceClassification
 from attnlab.tasks.config import RunConfig, load_run_config
 
+
 def sets(pairs):
     return [arg for pair in pairs for arg in ("--set", pair)]
 
 
-SMALL = ["model.max_len=64", "model.d_model=32", "model.n_heads=2", "model.d_ff=64",
+SMALL = ["model.max_len=64",
          "train.batch_size=16", "train.eval_interval=100", "train.checkpoint_interval=100",
          "train.log_interval=5", "train.warmup_steps=5", "train.lr=3e-3"]
 
@@ -88,12 +89,12 @@ def test_cli_trains_a_classifier_that_beats_chance(tmp_path, capsys):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["chance_accuracy"] == 0.1
     # chance and the majority class are ~0.1; after a plateau the query finds its pair
-    assert rows[-1]["val_accuracy"] > 0.3
+    assert rows[-1]["val_accuracy"] > 0.6
     assert (run / "loss.png").is_file() and not (run / "tokenizer.json").exists()
 
     assert main(["eval", str(run), "--json"]) == 0
     m = json.loads(capsys.readouterr().out)
-    assert m["test_accuracy"] > 0.3 and m["val_accuracy"] == pytest.approx(rows[-1]["val_accuracy"])
+    assert m["test_accuracy"] > 0.6 and m["val_accuracy"] == pytest.approx(rows[-1]["val_accuracy"])
 
     assert main(["generate", str(run), "--prompt", "x"]) == 2
     assert "language model" in capsys.readouterr().err
