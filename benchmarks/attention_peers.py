@@ -11,6 +11,15 @@ time and peak memory and attnlab's ratio to each peer (< 1 is better for attnlab
            lsh (chunk 64, 2 hashes) ~ reformer-pytorch LSHSelfAttention (bucket 64, 2 hashes)
            bigbird (block 64, 3 random, 2 global) ~ Hugging Face BigBird block-sparse attention
 
+Each pair computes the same thing; peer defaults that would not are matched. LocalMHA runs
+without its built-in rotary embedding (attnlab's local has none inside) and attnlab's local,
+like LocalMHA, without projection biases (LocalMHA's window keeps |i - j| <= 256, attnlab's
+|i - j| < 256: 513 and 511 keys per query). LSHSelfAttention attends within the query's
+own bucket and counts a pair met in both rounds once (`attend_across_buckets=False`,
+`allow_duplicate_attention=False`), as attnlab's lsh always does; its defaults do less work
+(any key of the chunk pair, repeated pairs counted twice). The other peers have no bias on
+their q/k/v projections and attnlab does: a little more work on attnlab's side.
+
     .venv/bin/python -m benchmarks.attention_peers [--lengths 4096,16384] [--out FILE.json]
 """
 
@@ -35,12 +44,12 @@ def build(name: str, n: int):
 
     from attnlab.attention import MultiHeadAttention
 
-    def ours(attention, **options):
-        m = MultiHeadAttention(D, H, attention=attention, attention_options=options)
+    def ours(attention, bias=True, **options):
+        m = MultiHeadAttention(D, H, attention=attention, attention_options=options, bias=bias)
         return m, lambda x: m(x)[0]
 
     if name == "attnlab:local":
-        return ours("local", window=256)
+        return ours("local", bias=False, window=256)
     if name == "attnlab:linformer":
         return ours("linformer", seq_len=n, k=256)
     if name == "attnlab:performer":
@@ -52,7 +61,8 @@ def build(name: str, n: int):
     if name == "local-attention":
         from local_attention import LocalMHA
 
-        m = LocalMHA(dim=D, window_size=256, heads=H, dim_head=D // H, causal=False)
+        m = LocalMHA(dim=D, window_size=256, heads=H, dim_head=D // H, causal=False,
+                     use_rotary_pos_emb=False)
         return m, m
     if name == "linformer":
         from linformer import LinformerSelfAttention
@@ -67,7 +77,8 @@ def build(name: str, n: int):
     if name == "reformer-pytorch":
         from reformer_pytorch import LSHSelfAttention
 
-        m = LSHSelfAttention(dim=D, heads=H, bucket_size=64, n_hashes=2, causal=False)
+        m = LSHSelfAttention(dim=D, heads=H, bucket_size=64, n_hashes=2, causal=False,
+                             attend_across_buckets=False, allow_duplicate_attention=False)
         return m, m
     if name == "hf-bigbird":
         from transformers import BigBirdConfig

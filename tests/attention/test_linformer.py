@@ -202,3 +202,51 @@ def test_encoder_trains_with_linformer_and_gpt_says_why_it_cannot():
     # a decoder needs causal attention: refused with a clear error (at config or call time)
     with pytest.raises(AttnlabError, match=r"attention 'linformer' (is not|cannot do) causal"):
         GPT(GPTConfig(**cfg))(idx)
+
+
+@pytest.mark.parametrize("headwise", [False, True])
+def test_unmasked_path_equals_the_masked_path_and_the_product_written_out(headwise):
+    """Without a mask (and E feeding every projected row, as a random E does) the softmax takes
+    no mask and each projection is one einsum over all batches and heads. It must equal an
+    all-true mask's path and softmax(q (E k)^T / sqrt(Dh)) (F v) per batch and head, in
+    float64, values and gradients."""
+    B, H, n, Dh = 2, 3, 12, 4
+    attn = build("linformer", seq_len=16, k=5, headwise=headwise,
+                 n_heads=H if headwise else None).double()
+    # As MultiHeadAttention passes them: (B, H, n, Dh) views of (B, n, H, Dh) memory.
+    q, k, v = (t.transpose(1, 2).requires_grad_() for t in torch.randn(
+        3, B, n, H, Dh, dtype=torch.float64))
+    out, _ = attn(q, k, v)
+    masked, _ = attn(q, k, v, key_padding_mask=torch.ones(B, n, dtype=torch.bool))
+    assert torch.allclose(out, masked, atol=1e-14)
+    ref = torch.empty_like(out)
+    for h in range(H):
+        E = (attn.proj_k[h] if headwise else attn.proj_k)[:, :n]
+        Fm = (attn.proj_v[h] if headwise else attn.proj_v)[:, :n]
+        for b in range(B):
+            scores = q[b, h] @ (E @ k[b, h]).T / Dh**0.5
+            ref[b, h] = scores.softmax(-1) @ (Fm @ v[b, h])
+    assert torch.allclose(out, ref, atol=1e-12)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (q, k, v, attn.proj_k), g)
+    ref_grads = torch.autograd.grad(ref, (q, k, v, attn.proj_k), g)
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(grads, ref_grads, strict=True))
+
+
+def test_queries_in_blocks_equal_one_block(monkeypatch):
+    """Long query sequences are scored a block of queries at a time; blocks of the minimum
+    size (64, and a remainder) must give the one-block result, values and gradients."""
+    from attnlab.attention import linformer
+
+    attn = build("linformer", seq_len=40, k=6).double()
+    q = torch.randn(2, 3, 150, 4, dtype=torch.float64, requires_grad=True)
+    k, v = torch.randn(2, 2, 3, 40, 4, dtype=torch.float64).unbind(0)
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[1, 30:] = False
+    one, _ = attn(q, k, v, key_padding_mask=mask)
+    monkeypatch.setattr(linformer, "SCORES_PER_BLOCK", 1)  # -> blocks of 64, 64 and 22 queries
+    blocks, _ = attn(q, k, v, key_padding_mask=mask)
+    assert torch.allclose(blocks, one, atol=1e-14)
+    g = torch.randn_like(one)
+    assert torch.allclose(torch.autograd.grad(blocks, q, g)[0], torch.autograd.grad(one, q, g)[0],
+                          atol=1e-14)

@@ -80,3 +80,28 @@ def test_attended_keys_counts_the_band():
     assert attn.attended_keys(100, 100, causal=True) == 8 + 7
     assert attn.attended_keys(100, 100, causal=False) == 8 + 14
     assert attn.attended_keys(4, 4, causal=True) == 4 + 3
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("window, T", [(5, 40), (40, 64)])
+def test_rows_laid_end_to_end_equal_the_padded_layout(causal, window, T):
+    """T a multiple of the query block takes the fast layout: the B * H rows end to end, a
+    window past its row's ends reading the neighbouring row's keys, masked. It must equal the
+    dense twin, an all-true mask (the masked path) and the padded layout (taken when Tq < Tk),
+    in float64, values and gradients."""
+    B, H, Dh = 2, 3, 4
+    # As MultiHeadAttention passes them: (B, H, T, Dh) views of (B, T, H, Dh) memory.
+    q, k, v = (t.requires_grad_() for t in torch.randn(3, B, T, H, Dh, dtype=torch.float64))
+    q_, k_, v_ = (t.transpose(1, 2) for t in (q, k, v))
+    attn = build("local", window=window)
+    out, w = attn(q_, k_, v_, causal=causal, need_weights=True)
+    ref, ref_w = banded_reference(q_, k_, v_, window, causal=causal)
+    assert torch.allclose(out, ref, atol=1e-12) and torch.allclose(w, ref_w, atol=1e-12)
+    masked, _ = attn(q_, k_, v_, causal=causal, key_padding_mask=torch.ones(B, T, dtype=bool))
+    assert torch.allclose(masked, out, atol=1e-14)
+    tail, _ = attn(q_[:, :, 1:], k_, v_, causal=causal)  # queries: the last T - 1 positions
+    assert torch.allclose(tail, out[:, :, 1:], atol=1e-12)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (q, k, v), g)
+    ref_grads = torch.autograd.grad(ref, (q, k, v), g)
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(grads, ref_grads, strict=True))

@@ -329,3 +329,28 @@ def test_multihead_with_shared_qk_refuses_a_context():
                                           "from a context of width kdim=8") as info:
         MultiHeadAttention(16, 4, attention="lsh", kdim=8)
     assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The layout: all (batch, head, round) rows end to end, one strided view of every chunk's keys
+
+
+@pytest.mark.parametrize("n_buckets", [1, 4])
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("causal", [False, True])
+def test_rows_end_to_end_equal_the_twin_without_a_mask_and_with_an_all_true_one(
+        n_buckets, shared, causal):
+    """Many chunks, rows and rounds: each row's chunk 0 looks back into the previous row (in
+    one bucket: the same bucket number), whose keys the bucket codes must drop. Without a
+    mask, with an all-true one and in the twin: one result, in float64, and true gradients."""
+    B, H, T, Dh = 2, 3, 24, 4
+    attn = build("lsh", n_buckets=n_buckets, n_hashes=3, chunk_size=3, shared_qk=shared, seed=2)
+    q, k, v = torch.randn(3, B, H, T, Dh, dtype=torch.float64).unbind(0)
+    out, _ = attn(q, k, v, causal=causal)
+    ref, _ = lsh_reference(attn, q, k, v, causal=causal)
+    assert torch.allclose(out, ref, atol=1e-10)
+    all_real, _ = attn(q, k, v, causal=causal, key_padding_mask=torch.ones(B, T, dtype=bool))
+    assert torch.allclose(all_real, out, atol=1e-14)
+    small = [t[:1, :2, :10].clone().requires_grad_() for t in (q, k, v)]
+    assert torch.autograd.gradcheck(lambda q, k, v: attn(q, k, v, causal=causal)[0], small,
+                                    eps=1e-6, atol=1e-5)

@@ -42,3 +42,25 @@ def test_masked_softmax_zero_rows_and_finite_gradients():
     assert torch.equal(w[1], torch.zeros(4))
     w.sum().backward()
     assert torch.isfinite(s.grad).all()
+
+
+def test_masked_softmax_fast_options_equal_the_default():
+    """in_place adds the minimum into the caller's scores instead of filling a copy, and
+    rows_keep_some skips zeroing empty rows: the same weights and gradients, in float64."""
+    s = torch.randn(3, 5, 7, dtype=torch.float64)
+    keep = torch.rand(1, 5, 7) > 0.5
+    keep[0, 1] = False  # an empty row
+    g = torch.randn(3, 5, 7, dtype=torch.float64)
+    a, b = s.clone().requires_grad_(), s.clone().requires_grad_()
+    ref = masked_softmax(a, keep)
+    scores = b * 1.0  # the caller's own temporary
+    fast = masked_softmax(scores, keep, in_place=True)
+    assert torch.allclose(fast, ref, atol=1e-15) and torch.equal(fast[:, 1], torch.zeros(3, 7))
+    assert (scores[~keep.expand_as(s)] == torch.finfo(s.dtype).min).all()  # masked in place
+    ref.backward(g)
+    fast.backward(g)
+    assert torch.allclose(a.grad, b.grad, atol=1e-15)
+    keep[..., 0] = True  # now every row keeps a key
+    ref = masked_softmax(s, keep)
+    assert torch.allclose(masked_softmax(s.clone(), keep, in_place=True, rows_keep_some=True),
+                          ref, atol=1e-15)

@@ -281,3 +281,25 @@ def test_gpt_learns_and_decodes_with_a_kv_cache():
     steps = [model(idx[:2, :7], cache=cache)]
     steps += [model(idx[:2, t:t + 1], cache=cache) for t in range(7, 17)]
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_noncausal_shared_key_offset_equals_the_per_key_offsets(masked):
+    """Non-causal keys are stabilized at once at one offset (the largest logit over the real
+    keys), in place; the weights path keeps per-key offsets. Both, and an all-true mask, give
+    one output, in float64; gradients are checked without a mask too."""
+    attn = build("performer", nb_features=32).double()
+    q, k, v = torch.randn(3, 2, 3, 20, 8, dtype=torch.float64).unbind(0)
+    k = k * 3  # spread the keys' logits, so that offsets matter
+    mask = padding_mask() if masked else None
+    out, _ = attn(q, k, v, key_padding_mask=mask)
+    per_key, _ = attn(q, k, v, key_padding_mask=mask, need_weights=True)
+    assert torch.allclose(out, per_key, atol=1e-12)
+    if not masked:
+        all_real, _ = attn(q, k, v, key_padding_mask=torch.ones(2, 20, dtype=torch.bool))
+        assert torch.allclose(out, all_real, atol=1e-14)
+    small = [t[:1, :2, :7].clone().requires_grad_() for t in (q, k, v)]
+    for causal in (False, True):
+        assert torch.autograd.gradcheck(
+            lambda q, k, v, c=causal: attn(q, k, v, causal=c, key_padding_mask=(
+                mask[:1, :7] if masked else None))[0], small, eps=1e-6, atol=1e-5)

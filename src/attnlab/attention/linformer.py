@@ -36,6 +36,9 @@ from attnlab.attention.masks import masked_softmax
 from attnlab.attention.registry import register
 from attnlab.errors import AttnlabError, ConfigError
 
+SCORES_PER_BLOCK = 2**21  # scores computed at once (8 MiB in float32) ...
+QUERY_BLOCK_MIN = 64  # ... but at least this many queries per matmul
+
 
 @register("linformer")
 class LinformerAttention(Attention):
@@ -109,7 +112,7 @@ class LinformerAttention(Attention):
         return float(k + k * n_keys / max(n_queries, 1))
 
     def attend(self, q, k, v, *, causal, key_padding_mask, bias, need_weights):
-        H, Dh = q.shape[1], q.shape[3]
+        B, H, Dh = q.shape[0], q.shape[1], q.shape[3]
         n = k.shape[2]
         if n > self.seq_len:
             raise AttnlabError(f"attention 'linformer': {n} keys exceed seq_len {self.seq_len};"
@@ -121,7 +124,8 @@ class LinformerAttention(Attention):
         E = self.proj_k[..., :n].to(q.dtype)  # (k, n) or (H, k, n)
         Fm = E if self.proj_v is None else self.proj_v[..., :n].to(q.dtype)
         if key_padding_mask is None:
-            fed = E.abs().sum(-1)  # (k,) or (H, k): how much real key mass reaches each row
+            # (k,) or (H, k): how much real key mass reaches each row (no |E| temporary)
+            fed = torch.linalg.vector_norm(E, ord=1, dim=-1)
             keep = (fed > 0)[..., None, :]  # (1 or H, 1, k), broadcasts against (B, H, Tq, k)
         else:
             pad = ~key_padding_mask[:, None, :, None]  # (B, 1, n, 1)
@@ -133,10 +137,22 @@ class LinformerAttention(Attention):
             else:
                 fed = (real @ E.abs().T)[:, None]  # (B, 1, k)
             keep = (fed > 0)[:, :, None, :]  # (B, 1 or H, 1, k)
-        kp = E @ k  # (B, H, k, Dh): E (k, n) or (H, k, n) broadcasts over (B, H, n, Dh)
-        vp = Fm @ v  # (B, H, k, Dh)
-        scores = (q @ kp.transpose(-2, -1)) * self.softmax_scale(Dh)  # (B, H, Tq, k)
-        weights = masked_softmax(scores, keep)  # rows with no fed projection give zeros
-        if self.dropout:
-            weights = F.dropout(weights, self.dropout, self.training)
-        return weights @ vp, None  # (B, H, Tq, Dh)
+        if keep.all():  # as for any random E: no row to mask, one pass over the scores less
+            keep = None
+        # einsum makes each projection one GEMM over all batches and heads, (k, n) @ (n, B H Dh)
+        # (per head when headwise); matmul would broadcast E into a copy per batch and head.
+        # The softmax scale goes on the k projected keys, not on the Tq x k scores.
+        eq = "hrn,bhnd->bhrd" if self.headwise else "rn,bhnd->bhrd"
+        kp = torch.einsum(eq, E, k) * self.softmax_scale(Dh)  # (B, H, k, Dh)
+        vp = torch.einsum(eq, Fm, v)  # (B, H, k, Dh)
+        # Queries a block at a time: the scores and weights, (B, H, Tq, k) and the largest
+        # tensors here, then exist for one block only. The same work.
+        rows = max(QUERY_BLOCK_MIN, SCORES_PER_BLOCK // (B * H * kp.shape[2]))
+        out = []
+        for qb in q.split(rows, dim=2):
+            scores = qb @ kp.transpose(-2, -1)  # (B, H, rows, k)
+            weights = masked_softmax(scores, keep, in_place=True)  # no fed row: zeros
+            if self.dropout:
+                weights = F.dropout(weights, self.dropout, self.training)
+            out.append(weights @ vp)  # (B, H, rows, Dh)
+        return (out[0] if len(out) == 1 else torch.cat(out, dim=2)), None  # (B, H, Tq, Dh)

@@ -5,9 +5,10 @@ keys less than `window` away on either side (`2 * window - 1` keys). Equal to `f
 window covers the sequence.
 
 Computed block by block, never by masking an n x n matrix: queries are cut into blocks of
-`window` positions; block j reads one window of keys around it as a strided view (`unfold`), so
-scores take (B, H, n/w, w, w + 2(w - 1)) memory: O(n * w) instead of O(n^2). With a KV cache, only
-the last `window - 1` keys are retained between decoding steps.
+b = min(window, 32) positions; block j reads the keys from `window - 1` before its first query
+to `window - 1` after its last as a strided view (`unfold`), so scores take
+(B, H, n/b, b, b + 2(w - 1)) memory: O(n * w) instead of O(n^2). With a KV cache, only the last
+`window - 1` keys are retained between decoding steps.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from attnlab.attention.masks import keep_mask, masked_softmax
 from attnlab.attention.registry import register
 from attnlab.errors import ConfigError
 
+QUERY_BLOCK = 32  # queries per block of the band layout (fewer if the window is smaller)
+
 
 class Band(NamedTuple):
-    """The blocked sliding-window layout of `local` (query blocks of `window` positions).
+    """The blocked sliding-window layout of `local` (query blocks of b positions).
 
     qb (B, H, nb, b, Dh) query blocks; kw, vw (B, H, nb, Dh, span) each block's keys/values as
     a strided view; q_idx (nb, b) and k_idx (nb, span) their positions; real (B, nb, span) True
@@ -45,7 +48,7 @@ class Band(NamedTuple):
 
 def window_band(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None, *,
                 causal: bool, window: int) -> Band:
-    """Cut queries into blocks of `window` and view each block's key band (as `local` does).
+    """Cut queries into blocks and view each block's key band (as `local` does).
 
     The queries are the last Tq of Tk positions; `window` must be <= Tk. Block j reads the keys
     from `window - 1` before its first query to `window - 1` after its last (bidirectional) or
@@ -54,18 +57,35 @@ def window_band(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None
     B, H, Tq, Dh = q.shape
     Tk = k.shape[2]
     off = Tk - Tq  # queries are the last Tq key positions
-    b = window  # block size: a query block then needs one key block on each side, no more
+    # Query blocks of b positions read span = b + 2 (window - 1) keys (causal: b + window - 1),
+    # of which a query needs 2 window - 1 (window): the b - 1 others are masked work. Small
+    # blocks waste less but make more, smaller matmuls; 32 measured fastest (window 256).
+    b = min(window, QUERY_BLOCK)
     left, right = window - 1, (0 if causal else window - 1)
     span = b + left + right  # keys read per query block
     nb = -(-Tq // b)
     pad_q = nb * b - Tq
     pad_r = pad_q + right  # so that the last window ends inside the padded keys
 
-    qb = F.pad(q, (0, 0, 0, pad_q)).view(B, H, nb, b, Dh)  # (B, H, nb, b, Dh)
-    # Key position p sits at index p + left of the padded keys; block j's window starts at
-    # index off + j * b. unfold gives (B, H, nb, Dh, span) as a view of the padded keys.
-    kw = F.pad(k, (0, 0, left, pad_r))[:, :, off:].unfold(2, span, b)
-    vw = F.pad(v, (0, 0, left, pad_r))[:, :, off:].unfold(2, span, b)
+    if off == 0 and pad_q == 0:
+        # The blocks tile every row exactly (self-attention, Tk a multiple of the block): lay
+        # the B * H rows end to end, so that every block's window, in every row, is one strided
+        # view that matmul takes as it is instead of copying out (B, H, nb, Dh, span). A window
+        # that runs past its row's ends reads the neighbouring row's keys: positions outside
+        # [0, Tk), which `real` masks exactly as it masks zero padding.
+        qb = q.reshape(B, H, nb, b, Dh)
+
+        def windows(x):  # (B, H, Tk, Dh) -> (B, H, nb, Dh, span), a view of one padded copy
+            flat = F.pad(x.reshape(B * H * Tk, Dh), (0, 0, left, right))
+            return flat.unfold(0, span, b).view(B, H, nb, Dh, span)
+
+        kw, vw = windows(k), windows(v)
+    else:
+        qb = F.pad(q, (0, 0, 0, pad_q)).view(B, H, nb, b, Dh)  # (B, H, nb, b, Dh)
+        # Key position p sits at index p + left of the padded keys; block j's window starts at
+        # index off + j * b. unfold gives (B, H, nb, Dh, span) as a view of the padded keys.
+        kw = F.pad(k, (0, 0, left, pad_r))[:, :, off:].unfold(2, span, b)
+        vw = F.pad(v, (0, 0, left, pad_r))[:, :, off:].unfold(2, span, b)
 
     starts = off + b * torch.arange(nb, device=q.device)  # first query position per block
     q_idx = starts[:, None] + torch.arange(b, device=q.device)  # (nb, b)
@@ -111,15 +131,21 @@ class LocalAttention(Attention):
         if Tq > Tk:
             raise ValueError(f"local attention needs Tq <= Tk, got {Tq} > {Tk}")
         w = min(self.window, Tk)  # a window past the sequence is the whole sequence
+        # Scaling q costs Dh per query, scaling the scores `span` (over 2 window).
         qb, kw, vw, q_idx, k_idx, real, left, width = window_band(
-            q, k, v, key_padding_mask, causal=causal, window=w)
+            q * self.softmax_scale(Dh), k, v, key_padding_mask, causal=causal, window=w)
         nb, b, span = qb.shape[2], qb.shape[3], kw.shape[-1]
-        keep = keep_mask(q_idx, k_idx, causal=causal, window=w, key_padding_mask=real)
+        # The band depends on the offset of key to query only, the same in every block: build
+        # it for block 0, (b, span), and broadcast it against the real keys (B, nb, span).
+        keep = keep_mask(q_idx[:1], k_idx[:1], causal=causal, window=w, key_padding_mask=real)
 
-        scores = (qb @ kw) * self.softmax_scale(Dh)  # (B, H, nb, b, span)
+        scores = qb @ kw  # (B, H, nb, b, span)
         if bias is not None:
             scores = scores + bias(q_idx, k_idx)
-        weights = masked_softmax(scores, keep)
+        # Without padding every query keeps at least its own key (pad rows of the last block,
+        # past Tq, keep key Tk - 1), so no row needs zeroing.
+        weights = masked_softmax(scores, keep, in_place=True,
+                                 rows_keep_some=key_padding_mask is None)
         dropped = F.dropout(weights, self.dropout, self.training) if self.dropout else weights
         out = (dropped @ vw.transpose(-1, -2)).reshape(B, H, nb * b, Dh)[:, :, :Tq]
 

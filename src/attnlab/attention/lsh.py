@@ -56,12 +56,13 @@ joint chunks cost about 4x the scores of shared-QK.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from attnlab.attention.base import Attention, Capabilities
-from attnlab.attention.masks import keep_mask, masked_softmax
 from attnlab.attention.registry import register
 from attnlab.errors import ConfigError
 
@@ -147,7 +148,11 @@ class LSHAttention(Attention):
             return torch.zeros(*lead, self.n_hashes, T, dtype=torch.long, device=x.device)
         with torch.no_grad():
             proj = torch.einsum("...td,rdb->...rtb", x.detach(), self._rotations(Dh, x))
-            return torch.cat([proj, -proj], dim=-1).argmax(dim=-1)  # (..., n_hashes, T)
+            # argmax over [proj, -proj] without building it: the larger of max and -min, ties
+            # (first index) to the first half as argmax would
+            top, arg_top = proj.max(dim=-1)  # (..., n_hashes, T)
+            bottom, arg_bottom = proj.min(dim=-1)
+            return torch.where(top >= -bottom, arg_top, arg_bottom + proj.shape[-1])
 
     # -- cost -------------------------------------------------------------------------------
 
@@ -224,70 +229,76 @@ class LSHAttention(Attention):
         ids = torch.arange(N, device=dev)
         perm = (bucket * N + ids).argsort(dim=-1)  # (G, R, N): sort by (bucket, item)
         sidx = torch.empty_like(perm).scatter_(-1, perm, ids.expand_as(perm))  # inverse
+        # The item in each sorted slot; slots past the end hold item N, a filler that is
+        # neither key nor query (and reads zero rows), so every mask drops it.
+        s_item = F.pad(perm, (0, Np - N), value=N)  # (G, R, Np)
 
-        def sort(x, pad_value=0):  # (G, N[, D]) per item -> (G, R, Np[, D]) in sorted order
-            if x.dim() == 2:
-                out = x[:, None].expand(G, R, N).gather(2, perm)
-                return F.pad(out, (0, Np - N), value=pad_value)
-            D = x.shape[-1]
-            out = x[:, None].expand(G, R, N, D).gather(2, perm[..., None].expand(G, R, N, D))
-            return F.pad(out, (0, 0, 0, Np - N))
+        # The G * R sorted rows are laid end to end and cut into C chunks of w slots. Chunk t
+        # reads its keys from slots t w - front ... t w + w - 1: one strided view for all
+        # chunks (unfold), which matmul takes without copying out (C, span, Dh). The look-back
+        # of a row's chunk 0 lands in the previous row (or in `front` zero rows before the
+        # first): keys of another row's buckets, which the bucket test below drops.
+        C = G * R * nb
 
-        def rows(x):  # (G, R, Np) -> (G, R, nb, w): the queries of each chunk
-            return x.view(G, R, nb, w)
+        def table(x, fill):  # (G, N) per item -> (G, R, Np) per slot
+            return F.pad(x, (0, 1), value=fill).gather(1, s_item.flatten(1)).view(G, R, Np)
 
-        def cols(x, pad_value=0):  # (G, R, Np) -> (G, R, nb, span): each chunk's key window
-            return F.pad(x, (front, 0), value=pad_value).unfold(-1, span, w)
+        def windows(x, fill):  # (G, R, Np) per slot -> (G, R, nb, span): each chunk's columns
+            return F.pad(x.flatten(), (front, 0), value=fill).unfold(0, span, w).view(
+                G, R, nb, span)
 
-        sq = sort(qv).view(G, R, nb, w, Dh)  # (G, R, nb, w, Dh)
-        sk = F.pad(sort(kv), (0, 0, front, 0)).unfold(2, span, w)  # (G, R, nb, Dh, span)
-        sv = F.pad(sort(vals), (0, 0, front, 0)).unfold(2, span, w)  # (G, R, nb, Dh, span)
-        # Per sorted slot: item id, position, bucket, real key, real query. Slots past the end
-        # and before chunk 0 are fillers: neither key nor query, so every mask drops them.
-        s_item = F.pad(perm, (0, Np - N))  # (G, R, Np)
-        r_item, c_item = rows(s_item), cols(s_item)
-        s_pos = sort(pos.expand(G, N))
-        r_pos, c_pos = rows(s_pos), cols(s_pos)  # (G, R, nb, w), (G, R, nb, span)
-        s_bucket = F.pad(bucket.gather(2, perm), (0, Np - N), value=-1)  # (G, R, Np)
-        c_key = cols(sort(is_key, pad_value=False), pad_value=False)  # (G, R, nb, span)
-        r_query = rows(sort(is_query, pad_value=False))  # (G, R, nb, w)
+        def sort_rows(x, lead=0):  # (G, N, D) -> (lead + G R Np, D) in sorted order
+            src = F.pad(x, (0, 0, 0, 1)).view(G * (N + 1), -1)  # a zero row closes each group
+            idx = (s_item + (N + 1) * torch.arange(G, device=dev)[:, None, None]).flatten()
+            return src.index_select(0, F.pad(idx, (lead, 0), value=N))  # lead: zero rows
 
-        # Masks that do not depend on the round: causal by original position, real keys,
-        # real queries, and (shared-QK) never the token itself. keep_mask reads the leading
-        # dim as the batch and adds a head dim after it: (G, 1, R, nb, w, span) -> drop it.
-        keep = keep_mask(r_pos, c_pos, causal=causal, key_padding_mask=c_key)[:, 0]
-        keep = keep & r_query[..., None]  # (G, R, nb, w, span)
+        scale = self.softmax_scale(Dh)
+        sq = sort_rows(qv * scale).view(C, w, Dh)  # queries pre-scaled: Dh, not span, per query
+        sk = sort_rows(kv, front).unfold(0, span, w)  # (C, Dh, span)
+        sv = sort_rows(vals, front).unfold(0, span, w).transpose(1, 2)  # (C, span, Dh)
+
+        # Same bucket, tested once for all masks: a slot's code is its bucket made unique per
+        # (row, round), or -2 (rows) / -1 (columns) for items that are no real query / key.
+        gid = bucket + (self.n_buckets + 1) * torch.arange(G * R, device=dev).view(G, R, 1)
+        s_gid = F.pad(gid.gather(2, perm), (0, Np - N))  # (G, R, Np) in sorted order
+        row_code = s_gid.masked_fill(~table(is_query, False), -2).view(G, R, nb, w)
+        col_code = windows(s_gid.masked_fill(~table(is_key, False), -1), -1)  # (G, R, nb, span)
+        drop = (row_code[..., :, None] != col_code[..., None, :]).view(C, w, span)
+        # Row i of a chunk is slot front + i of its columns: the token itself (shared-QK).
+        # Causal: within a bucket the sorted order is the order of positions, so "causal by
+        # position, in the band of w items" is the fixed pattern of columns i + front - w < c
+        # <= i + front (the item itself at c = i + front).
+        if causal:
+            rel = front + torch.arange(w, device=dev)[:, None] - torch.arange(span, device=dev)
+            drop |= (rel < 0) | (rel >= w)  # (w, span), the same in every chunk
         if self.shared_qk:
-            keep = keep & (r_item[..., None] != c_item[..., None, :])
-        # Round-dependent: same bucket and in view (band or chunk pair) in this round's order.
-        row_idx = torch.arange(Np, device=dev).view(nb, w)
-        col_idx = torch.arange(-front, Np, device=dev).unfold(0, span, w)
-        keep = keep & self._in_view(rows(s_bucket), cols(s_bucket, pad_value=-1),
-                                    row_idx, col_idx, causal, w)
+            drop.diagonal(offset=front, dim1=1, dim2=2).fill_(True)
 
-        scores = (sq @ sk) * self.softmax_scale(Dh)  # (G, R, nb, w, span)
+        scores = torch.bmm(sq, sk)  # (C, w, span)
         if R > 1:  # the paper's duplicate correction: a key met in N rounds counts once
+            self._count_duplicates(scores.view(G, R, nb, w, span), bucket, sidx, s_item,
+                                   windows, causal, w)
+        # Masked: the lowest value, added (several times faster than masked_fill on CPU); a
+        # float32 score below 1e31 then is that value.
+        scores.add_(drop, alpha=torch.finfo(scores.dtype).min)
 
-            def at(table, index):  # table (G, N) read at item ids (G, R, nb, x)
-                return table.gather(1, index.flatten(1)).view(index.shape)
-
-            # met[pair] = in how many rounds the pair is in view (>= 1 for pairs kept here);
-            # one round at a time, so no tensor is R times the scores.
-            met = torch.zeros_like(keep, dtype=scores.dtype)
-            for r2 in range(R):
-                b2, s2 = bucket[:, r2], sidx[:, r2]  # (G, N) round r2's bucket and sorted index
-                met += self._in_view(at(b2, r_item), at(b2, c_item), at(s2, r_item),
-                                     at(s2, c_item), causal, w)
-            scores = scores - met.clamp(min=1).log()
-        weights = masked_softmax(scores, keep)  # (G, R, nb, w, span)
+        # softmax's fused kernel, not exp: exp of masked (hugely negative) scores is many times
+        # slower here than of ordinary ones. The row's log-sum-exp then comes from any one of
+        # its keys a as lse = s_a - log p_a; a = the row's max keeps it well conditioned, and a
+        # fixed index keeps its gradient exactly p. Rows with no key (all masked: a uniform
+        # softmax) are zeroed and get an lse of the fill value.
         low = torch.finfo(scores.dtype).min
-        seen = keep.any(-1)  # (G, R, nb, w)
-        lse = torch.logsumexp(scores.masked_fill(~keep, low), dim=-1).masked_fill(~seen, low)
+        seen = ~drop.all(-1)  # (C, w)
+        weights = scores.softmax(dim=-1)  # (C, w, span)
+        top, a = scores.max(dim=-1, keepdim=True)  # (C, w, 1): the max and where it is
+        lse = (top - weights.gather(-1, a).log()).squeeze(-1)
+        lse = lse.masked_fill(~seen, low)  # (C, w)
+        del scores  # not needed for backward: one (C, w, span) buffer less from here on
         dropped = F.dropout(weights, self.dropout, self.training) if self.dropout else weights
-        out = (dropped @ sv.transpose(-1, -2)).view(G, R, Np, Dh)  # sorted order
+        out = torch.bmm(dropped, sv) * seen[..., None]  # (C, w, Dh), sorted order
 
         # Back to item order; each round weighted by softmax over rounds of its log-sum-exp.
-        out = out[:, :, :N].gather(2, sidx[..., None].expand(G, R, N, Dh))  # (G, R, N, Dh)
+        out = out.view(G, R, Np, Dh)[:, :, :N].gather(2, sidx[..., None].expand(G, R, N, Dh))
         lse = lse.view(G, R, Np)[:, :, :N].gather(2, sidx)  # (G, R, N)
         per_round = lse.softmax(dim=1)  # (G, R, N); empty rounds get weight 0
         out = (per_round[..., None] * out).sum(dim=1)  # (G, N, Dh)
@@ -301,7 +312,10 @@ class LSHAttention(Attention):
 
         # Dense (B, H, n, n): scatter each round's weights, times its round weight, by
         # (query position, key position); O(n^2) by nature, only on request.
+        weights = (weights * seen[..., None]).view(G, R, nb, w, span)
         rw = F.pad(per_round.gather(2, perm), (0, Np - N)).view(G, R, nb, w, 1)
+        s_pos = table(pos.expand(G, N), 0)  # (G, R, Np)
+        r_pos, c_pos = s_pos.view(G, R, nb, w), windows(s_pos, 0)
         flat = (r_pos[..., None] * n + c_pos[..., None, :]).flatten(1)
         full = weights.new_zeros(G, n * n).scatter_add_(1, flat, (weights * rw).flatten(1))
         full = full.view(G, n, n)
@@ -309,14 +323,34 @@ class LSHAttention(Attention):
             full = full + torch.diag_embed(lonely.to(full.dtype))
         return out, full.view(B, H, n, n)
 
-    @staticmethod
-    def _in_view(r_bucket, c_bucket, r_idx, c_idx, causal, w):
-        """Whether a key is in a query's view in one round, from their buckets and sorted
-        indices there: same bucket, and causal within the `w` items before it (the band), or
-        bidirectional in its chunk or the one before (the paper's look-one-back)."""
-        same = r_bucket[..., :, None] == c_bucket[..., None, :]
-        if causal:  # same bucket + causal by position => the key sorts before the query
-            return same & keep_mask(r_idx, c_idx, window=w)[0, 0]  # |rel| < w: the band
-        back = r_idx.div(w, rounding_mode="floor")[..., :, None] - \
-            c_idx.div(w, rounding_mode="floor")[..., None, :]
-        return same & ((back == 0) | (back == 1))
+    def _count_duplicates(self, scores, bucket, sidx, s_item, windows, causal, w):
+        """Lower each pair's score by log(N), N the number of rounds in which the pair is in view
+        (same bucket, and causal: within the w items before it; else: in its chunk or the
+        previous one), in place on scores (G, R, nb, w, span).
+
+        A kept pair is in view in its own round; another round r2 is tested with one code per
+        item: bucket * big + where r2 sorts it (chunk, or slot when causal), so that "in view"
+        is one range test on the difference of two codes.
+        """
+        G, R, nb = scores.shape[:3]
+        N = bucket.shape[-1]
+        big, lo, hi = (N + w, 1 - w, w - 1) if causal else (nb + 1, 0, 1)
+        # int32 halves the (G, nb, w, span) differences wherever the codes fit
+        dtype = torch.int32 if (self.n_buckets + 1) * big < 2**31 else torch.int64
+        codes = []  # per round r2: the r2-code of the item in every slot of every round
+        for r2 in range(R):
+            where = sidx[:, r2] if causal else sidx[:, r2].div(w, rounding_mode="floor")
+            code = F.pad(bucket[:, r2] * big + where, (0, 1))  # (G, N + 1): item N a filler
+            codes.append(code.gather(1, s_item.flatten(1)).view(G, R, -1).to(dtype))
+        for r in range(R):
+            met = []
+            for r2 in range(R):
+                if r2 != r:
+                    rows = codes[r2][:, r].view(G, nb, w)[..., :, None]
+                    cols = windows(codes[r2], 0)[:, r][..., None, :]
+                    diff = rows - cols  # (G, nb, w, span)
+                    met.append((diff >= lo) & (diff <= hi))
+            if len(met) == 1:  # two rounds: the pair is met once or twice
+                scores[:, r].add_(met[0], alpha=-math.log(2))
+            else:
+                scores[:, r].sub_(torch.stack(met).sum(0, dtype=scores.dtype).log1p_())

@@ -182,9 +182,13 @@ class PerformerAttention(Attention):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _logits(self, x: Tensor, w: Tensor) -> Tensor:
-        """w.x' - |x'|^2 / 2 for every feature: (B, H, T, Dh) -> (B, H, T, m)."""
-        x = x * self.softmax_scale(x.shape[-1]) ** 0.5  # x' = x * Dh^(-1/4) by default
-        return x @ w.T - x.square().sum(-1, keepdim=True) / 2
+        """w.x' for every feature, x' = x * sqrt(scale): (B, H, T, Dh) -> (B, H, T, m)."""
+        # x' w^T == x (sqrt(scale) w)^T: scaling the m x Dh features, not the T x m logits
+        return x @ (w * self.softmax_scale(x.shape[-1]) ** 0.5).T
+
+    def _half_norm(self, x: Tensor) -> Tensor:
+        """|x'|^2 / 2: (B, H, T, Dh) -> (B, H, T, 1)."""
+        return x.square().sum(-1, keepdim=True) * (self.softmax_scale(x.shape[-1]) / 2)
 
     def positive_features(self, x: Tensor) -> Tensor:
         """phi(x) = exp(w.x' - |x'|^2 / 2) / sqrt(m), unstabilized: (B, H, T, Dh) -> (B, H, T, m).
@@ -192,7 +196,7 @@ class PerformerAttention(Attention):
         For inspection and references; `attend` uses the stabilized equivalent.
         """
         w = self.current_features(x.shape[-1], x.device).to(x.dtype)
-        return torch.exp(self._logits(x, w)) / math.sqrt(self.nb_features)
+        return torch.exp(self._logits(x, w) - self._half_norm(x)) / math.sqrt(self.nb_features)
 
     # -- attention --------------------------------------------------------------------------
 
@@ -202,17 +206,27 @@ class PerformerAttention(Attention):
         w = self.current_features(Dh, q.device).to(q.dtype)  # (m, Dh)
         lowest = torch.finfo(q.dtype).min  # finite: "no key yet" offsets subtract to 0, not NaN
 
+        # The (T, m) feature tensors are made in place from their logits, one buffer each (the
+        # logits' matmul does not need its output for backward; exp_ keeps its own).
+        # Queries: |q'|^2 / 2 and the max (and the 1/sqrt(m) of phi) are per-query constants,
+        # which cancel in that query's ratio.
         qa = self._logits(q, w)  # (B, H, Tq, m)
-        # Per-query constant (and the 1/sqrt(m) of phi): cancels in that query's ratio.
-        qf = torch.exp(qa - qa.amax(-1, keepdim=True).detach())  # (B, H, Tq, m), max 1
-        ka = self._logits(k, w)  # (B, H, Tk, m)
-        c = ka.amax(-1, keepdim=True).detach()  # (B, H, Tk, 1): each key's largest logit
-        kf = torch.exp(ka - c)  # (B, H, Tk, m): phi(k_j) = exp(c_j) kf_j (times 1/sqrt(m))
+        qf = qa.sub_(qa.detach().amax(-1, keepdim=True)).exp_()  # (B, H, Tq, m), max 1
+        ka, half_norm = self._logits(k, w), self._half_norm(k)  # (B, H, Tk, m), (B, H, Tk, 1)
+        # c_j, key j's largest logit: phi(k_j) = exp(c_j) kf_j (times 1/sqrt(m)), kf_j <= 1
+        c = ka.detach().amax(-1, keepdim=True) - half_norm.detach()  # (B, H, Tk, 1)
+        real = None if key_padding_mask is None else key_padding_mask[:, None, :, None]
+        if real is not None:
+            c = c.masked_fill(~real, lowest)  # padded keys do not move the offset
+        # Keys are exponentiated relative to an offset. Non-causal: the one offset all queries
+        # share, the largest c over the real keys, so kf is final at once. Causal (and the
+        # weights path): each key's own c_j, brought to each query's running max later.
+        per_key = causal or need_weights
+        shift = half_norm + (c if per_key else c.amax(-2, keepdim=True))  # (B, H, Tk, 1)
+        if real is not None:
+            shift = shift.masked_fill(~real, float("inf"))  # padded keys: exp(-inf) = 0
+        kf = ka.sub_(shift).exp_()  # (B, H, Tk, m), every factor <= 1
         c = c.squeeze(-1)  # (B, H, Tk)
-        if key_padding_mask is not None:
-            real = key_padding_mask[:, None, :]  # (B, 1, Tk)
-            kf = kf * real[..., None]  # padded keys contribute nothing
-            c = c.masked_fill(~real, lowest)  # and do not move the offset
         v1 = torch.cat([v, v.new_ones(B, H, Tk, 1)], -1)  # (B, H, Tk, Dh + 1): last = denominator
 
         if need_weights:
@@ -220,8 +234,6 @@ class PerformerAttention(Attention):
         if causal:
             nd = self._causal_chunked(qf, kf, c, v1, lowest)
         else:
-            offset = c.amax(-1, keepdim=True)  # (B, H, 1): max over the real keys
-            kf = kf * torch.exp(c - offset)[..., None]  # (B, H, Tk, m), every factor <= 1
             nd = qf @ (kf.transpose(-2, -1) @ v1)  # (B, H, Tq, m) @ (B, H, m, Dh + 1)
         return _safe_ratio(nd[..., :Dh], nd[..., Dh:]), None  # (B, H, Tq, Dh)
 
