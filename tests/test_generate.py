@@ -248,12 +248,13 @@ def crop_reference(model, prompt, n, *, penalty, seed, top_k):
     return seq[len(prompt):]
 
 
+@pytest.mark.parametrize("penalty", [1.0, 1.3])  # 1.0: no seen-token tracking at all
 @pytest.mark.parametrize("positional", ["learned", "rope"])
-def test_beyond_the_context_the_model_sees_the_last_max_len_tokens(positional):
+def test_beyond_the_context_the_model_sees_the_last_max_len_tokens(positional, penalty):
     model = tiny_gpt(positional=positional)
     prompt = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8]
-    kw = dict(max_new_tokens=24, repetition_penalty=1.3, seed=5, top_k=10)
-    expected = crop_reference(model, prompt, 24, penalty=1.3, seed=5, top_k=10)  # 36 > 16
+    kw = dict(max_new_tokens=24, repetition_penalty=penalty, seed=5, top_k=10)
+    expected = crop_reference(model, prompt, 24, penalty=penalty, seed=5, top_k=10)  # 36 > 16
     assert generate(model, [prompt], **kw) == [expected]
     assert generate(model, [prompt], use_cache=False, **kw) == [expected]
     assert len(set(expected[8:])) > 3

@@ -304,12 +304,16 @@ def _generate(
     B, width = len(rows), max(len(r) for r in rows)
     tokens = torch.zeros(B, width, dtype=torch.long, device=device)  # left-padded with id 0
     real = torch.zeros(B, width, dtype=torch.bool, device=device)  # True = a real token
-    seen = torch.zeros(B, model.config.vocab_size, dtype=torch.bool, device=device)
+    # The tokens already in each row, for the repetition penalty (not tracked when it is off).
+    penalize = config.repetition_penalty != 1.0
+    seen = (torch.zeros(B, model.config.vocab_size, dtype=torch.bool, device=device)
+            if penalize else None)
     for b, row in enumerate(rows):
         ids = torch.tensor(row, dtype=torch.long, device=device)
         tokens[b, width - len(row):] = ids
         real[b, width - len(row):] = True
-        seen[b, ids] = True
+        if penalize:
+            seen[b, ids] = True
 
     generators = None
     if not config.greedy:
@@ -325,10 +329,12 @@ def _generate(
         with torch.inference_mode():
             logits = decoder.start(tokens, real)
             for step in range(config.max_new_tokens):
-                logits = apply_repetition_penalty(logits, seen, config.repetition_penalty)
+                if penalize:
+                    logits = apply_repetition_penalty(logits, seen, config.repetition_penalty)
                 nxt = sample_next(logits, temperature=config.temperature, top_k=config.top_k,
                                   top_p=config.top_p, generator=generators)
-                seen[rows_index, nxt] = True
+                if penalize:
+                    seen[rows_index, nxt] = True
                 for b, t in enumerate(nxt.tolist()):
                     if done[b]:  # finished rows stay in the batch; their tokens are ignored
                         continue
@@ -361,14 +367,18 @@ class _Decoder:
         self.cache = None
 
     def _run(self, tokens: Tensor, real: Tensor, cache=None) -> Tensor:
-        # No mask when nothing is padded: a row alone then runs exactly as an unbatched call.
-        mask = None if bool(real.all()) else real
-        logits = self.model(tokens, key_padding_mask=mask, positions=_positions(real),
-                            cache=cache)
+        # Neither mask nor positions when nothing is padded: a row alone then runs exactly as
+        # an unbatched call (positions 0, 1, ... after the cache).
+        if bool(real.all()):
+            logits = self.model(tokens, cache=cache)
+        else:
+            logits = self.model(tokens, key_padding_mask=real, positions=_positions(real),
+                                cache=cache)
         return logits[:, -1]
 
     def start(self, tokens: Tensor, real: Tensor) -> Tensor:
         """Logits after the prompts (B, T <= max_len)."""
+        self.padded = not bool(real.all())
         if self.use_cache:
             self.cache = self.model.new_cache()
         return self._run(tokens, real, self.cache)
@@ -383,8 +393,10 @@ class _Decoder:
             # oldest token has left the context), so rebuild the cache from the window.
             self.cache = self.model.new_cache()
             self._run(tokens[:, :-1], real[:, :-1], self.cache)
-        new = tokens[:, -1:]
-        logits = self.model(new, positions=_positions(real)[:, -1:], cache=self.cache)
+        # The new token's position: its row's count of real tokens, less one. Without padding
+        # that is the cache's count, the model's default, and costs nothing per step.
+        positions = real.sum(dim=1, keepdim=True) - 1 if self.padded else None
+        logits = self.model(tokens[:, -1:], positions=positions, cache=self.cache)
         return logits[:, -1]
 
 
