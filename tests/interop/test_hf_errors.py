@@ -16,8 +16,27 @@ def gpt2():
 
 def test_unsupported_architecture_names_what_is_supported(gpt2):
     config, tensors = gpt2
-    with pytest.raises(AttnlabError, match="model_type 'bert' is not supported; supported: gpt2"):
-        gpt_from_hf({**config, "model_type": "bert"}, tensors)
+    with pytest.raises(AttnlabError, match="model_type 't5' is not a supported causal LM; "
+                                           "supported: gpt2, llama"):
+        gpt_from_hf({**config, "model_type": "t5"}, tensors)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("scale_attn_by_inverse_layer_idx", True, r"scale_attn_by_inverse_layer_idx=True is not "
+                                              r"supported \(no per-layer score scaling\)"),
+    ("scale_attn_weights", False, "scale_attn_weights=False is not supported"),
+    ("activation_function", "quick_gelu", "activation 'quick_gelu' is not supported"),
+])
+def test_gpt2_settings_attnlab_does_not_compute_are_refused(gpt2, key, value, message):
+    config, tensors = gpt2
+    with pytest.raises(AttnlabError, match=message):
+        gpt_from_hf({**config, key: value}, tensors)
+
+
+def test_a_config_missing_a_size_says_which(gpt2):
+    config, tensors = gpt2
+    with pytest.raises(AttnlabError, match="the config has no 'n_embd'"):
+        gpt_from_hf({k: v for k, v in config.items() if k != "n_embd"}, tensors)
 
 
 def test_missing_and_mismatched_tensors_are_named(gpt2):
@@ -35,4 +54,13 @@ def test_llama_rope_scaling_is_refused_not_ignored():
               "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
               "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}
     with pytest.raises(AttnlabError, match="RoPE scaling 'yarn' is not supported"):
+        gpt_from_hf(config, {})
+
+
+def test_llama_mlp_bias_without_attention_bias_is_refused():
+    config = {"model_type": "llama", "vocab_size": 11, "hidden_size": 16,
+              "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "attention_bias": False, "mlp_bias": True}
+    with pytest.raises(AttnlabError, match=r"mlp_bias=True is not supported \(with "
+                                           r"attention_bias=False"):
         gpt_from_hf(config, {})

@@ -197,16 +197,25 @@ class EncoderConfig(TransformerConfig):
         pooling: "cls" (first token through a dense + tanh, as BERT) or "mean" (over real
             tokens, as sentence-transformers).
         num_classes: width of the classifier head on the pooled output; 0 = no head.
+        type_vocab_size: token types (BERT's segments A/B) with a learned embedding each, added
+            to the token embeddings; 0 = none.
+        embed_norm: a norm (`norm`, `norm_eps`) over the summed embeddings before the first
+            Block, as BERT's embedding LayerNorm.
     """
 
     pooling: str = "cls"
     num_classes: int = 0
+    type_vocab_size: int = 0
+    embed_norm: bool = False
 
     def __post_init__(self):
         super().__post_init__()
         _check_choice("pooling", self.pooling, ("cls", "mean"))
         if self.num_classes < 0:
             raise ConfigError(f"num_classes must be >= 0, got {self.num_classes}")
+        if self.type_vocab_size < 0:
+            raise ConfigError(f"type_vocab_size must be >= 0 (0 = no token types), got "
+                              f"{self.type_vocab_size}")
 
 
 @dataclass

@@ -6,6 +6,15 @@ import torch
 from torch import Tensor, nn
 
 
+def masked_mean(h: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+    """(B, T, d) -> (B, d): the mean over real tokens (mask (B, T), True = real), padding
+    excluded; a row without any real token gives zeros."""
+    if key_padding_mask is None:
+        return h.mean(dim=1)
+    w = key_padding_mask.to(h.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (h * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+
 class Pooler(nn.Module):
     """(B, T, d) -> (B, d).
 
@@ -21,10 +30,7 @@ class Pooler(nn.Module):
     def forward(self, h: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         if self.mode == "cls":
             return torch.tanh(self.dense(h[:, 0]))
-        if key_padding_mask is None:
-            return h.mean(dim=1)
-        w = key_padding_mask.to(h.dtype).unsqueeze(-1)  # (B, T, 1)
-        return (h * w).sum(1) / w.sum(1).clamp(min=1.0)
+        return masked_mean(h, key_padding_mask)
 
 
 def classifier(d_model: int, num_classes: int) -> nn.Module:
