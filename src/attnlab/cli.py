@@ -148,7 +148,7 @@ def cmd_models(args) -> int:
 
     if args.action == "list":
         for m in list_models():
-            print(f"  {m.name:<18} {m.description}  [{m.license}; from {m.source}]")
+            print(f"  {m.name:<22} {m.description}  [{m.license}; from {m.source}]")
         return 0
     print(f"{args.name}: {fetch_model(args.name)}")
     return 0
@@ -200,22 +200,53 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_generate(args) -> int:
-    from attnlab.generate import generate_text
+def load_lm(source: Path, checkpoint: str = "best"):
+    """(GPT, tokenizer) from a run directory, an HF folder, a GGUF file or a model name; the
+    last three are converted in memory (`attnlab convert` writes the conversion out)."""
+    from attnlab.interop import folder_kind, load_pretrained
+    from attnlab.interop.gguf import ChatTemplate, ChatTokenizer
+    from attnlab.models import GPT
     from attnlab.tasks.run import load_run
 
-    model, tokenizer, cfg = load_run(args.run_dir, checkpoint=args.checkpoint)
-    if cfg.task != "lm":
-        raise AttnlabError(f"{args.run_dir} holds a {cfg.task} model; generate needs a "
-                           f"language model (task lm)")
+    if source.is_dir() and folder_kind(source) == "attnlab":
+        model, tokenizer, cfg = load_run(source, checkpoint=checkpoint)
+        if cfg.task != "lm":
+            raise AttnlabError(f"{source} holds a {cfg.task} model; generate needs a "
+                               f"language model (task lm)")
+        # a run converted from a chat model keeps its chat template in tokenizer_config.json
+        config = source / "tokenizer_config.json"
+        chat = ChatTemplate.from_tokenizer_config(config) if config.is_file() else None
+        if chat is not None:
+            tokenizer = ChatTokenizer.from_file(source / "tokenizer.json")
+            tokenizer.chat = chat
+        return model, tokenizer
+    model, tokenizer = load_pretrained(source)
+    if not isinstance(model, GPT):
+        raise AttnlabError(f"{source} holds an encoder; generate needs a causal language model")
+    if tokenizer is None:
+        raise AttnlabError(f"{source} has no tokenizer (tokenizer.json); generate needs one")
+    return model, tokenizer
+
+
+def cmd_generate(args) -> int:
+    from attnlab.generate import generate_text
+
+    model, tokenizer = load_lm(args.run_dir, args.checkpoint)
+    prompt, shown = args.prompt, args.prompt
+    if args.chat:
+        if getattr(tokenizer, "chat", None) is None:
+            raise AttnlabError(f"{args.run_dir} has no chat template; drop --chat")
+        prompt, shown = tokenizer.chat_prompt(args.prompt), ""  # print the answer only
     options = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                    top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-                   seed=args.seed, stop=tuple(args.stop))
+                   seed=args.seed, stop=tuple(args.stop),
+                   # a chat model ends its answer with eos (<|im_end|> for SmolLM2)
+                   eos_id=getattr(tokenizer, "eos_id", None))
     if args.no_stream:
-        print(args.prompt + generate_text(model, tokenizer, args.prompt, **options))
+        print(shown + generate_text(model, tokenizer, prompt, **options))
         return 0
-    stream = PromptFirst(sys.stdout, args.prompt)
-    generate_text(model, tokenizer, args.prompt, stream=stream, **options)
+    stream = PromptFirst(sys.stdout, shown)
+    generate_text(model, tokenizer, prompt, stream=stream, **options)
     stream.write("")
     sys.stdout.write("\n")
     return 0
@@ -321,9 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("convert", help="convert weights between a Hugging Face folder and an "
-                                       "attnlab run directory")
+                                       "attnlab run directory, or from a GGUF file")
     p.add_argument("src", type=Path, help="a Hugging Face model folder (config.json + "
-                                          "model.safetensors) or an attnlab run directory")
+                                          "model.safetensors), an attnlab run directory or a "
+                                          ".gguf file")
     p.add_argument("--out", type=Path, required=True, help="new or empty output folder")
     p.add_argument("--to", choices=("hf", "attnlab"),
                    help="the format to write (default: the other one than SRC's)")
@@ -343,9 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("generate", help="sample text from a trained run")
-    p.add_argument("run_dir", type=Path)
+    p = sub.add_parser("generate", help="sample text from a trained run or a pretrained model")
+    p.add_argument("run_dir", type=Path, metavar="MODEL",
+                   help="a run directory, a Hugging Face folder, a .gguf file or a model name "
+                        "(attnlab models list)")
     p.add_argument("--prompt", required=True)
+    p.add_argument("--chat", action="store_true",
+                   help="wrap the prompt in the model's chat template as a user message and "
+                        "print only the answer")
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     p.add_argument("--top-k", type=int)

@@ -278,8 +278,8 @@ def test_missing_source_is_one_line(tmp_path, capsys):
 
 
 def test_load_pretrained_dispatches_on_what_it_is_given(tmp_path):
-    (tmp_path / "m.gguf").write_bytes(b"GGUF")
-    with pytest.raises(AttnlabError, match="is a GGUF file, which attnlab cannot read yet"):
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")  # read as GGUF (tests/interop/test_gguf.py)
+    with pytest.raises(AttnlabError, match=r"m\.gguf is not a readable GGUF file"):
         load_pretrained(tmp_path / "m.gguf")
     (tmp_path / "weights.safetensors").write_bytes(b"")
     with pytest.raises(AttnlabError, match="is a file; give a model folder"):

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_minilm_is_pinned_to_the_dev_dependency():
-    assert [m.name for m in list_models()] == ["all-MiniLM-L6-v2"]
+    assert [m.name for m in list_models()] == ["SmolLM2-135M-Instruct", "all-MiniLM-L6-v2"]
     assert re.fullmatch(r"[0-9a-f]{64}", MINILM.sha256)
     name, version = MINILM.source.split("==")
     assert MINILM.archive == f"{name.replace('-', '_')}-{version}-py3-none-any.whl"

@@ -1,5 +1,6 @@
-"""Interop with the Hugging Face format and named pretrained models: load HF folders into
-attnlab models, export attnlab models as HF folders, fetch pinned pretrained weights."""
+"""Interop with the Hugging Face format, GGUF files and named pretrained models: load HF folders
+and GGUF files into attnlab models, export attnlab models as HF folders, fetch pinned
+pretrained weights."""
 
 from attnlab.interop.folder import (
     Conversion,
@@ -12,6 +13,7 @@ from attnlab.interop.folder import (
     save_attnlab_folder,
     save_hf_folder,
 )
+from attnlab.interop.gguf import ChatTemplate, ChatTokenizer, load_gguf, read_gguf_model
 from attnlab.interop.hf import (
     SUPPORTED,
     encoder_from_hf,
@@ -35,6 +37,8 @@ from attnlab.interop.tokenizer import HFTokenizer
 __all__ = [
     "MODEL_SOURCES",
     "SUPPORTED",
+    "ChatTemplate",
+    "ChatTokenizer",
     "Conversion",
     "HFTokenizer",
     "ModelSource",
@@ -48,11 +52,13 @@ __all__ = [
     "gpt_to_hf",
     "list_models",
     "load_attnlab_folder",
+    "load_gguf",
     "load_hf_folder",
     "load_pretrained",
     "model_from_hf",
     "model_path",
     "model_to_hf",
+    "read_gguf_model",
     "read_hf_tensors",
     "save_attnlab_folder",
     "save_hf_folder",

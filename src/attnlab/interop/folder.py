@@ -6,8 +6,8 @@
   best/ (or last/) and tokenizer.json. `attnlab generate` and `tasks.run.load_run` read it.
 
 `load_pretrained(source)` is the one entry point: it looks at what `source` is (an HF folder, a
-run directory, a named model from `attnlab models list`) and loads it. A loader for another
-format (GGUF, say) sits beside the others in its dispatch.
+run directory, a GGUF file, a named model from `attnlab models list`) and loads it; `convert`
+writes a GGUF file out as either folder.
 
 Writing never overwrites anything: the destination must be new or empty, and the files are
 written into a temporary sibling folder that is renamed into place only when complete.
@@ -31,6 +31,7 @@ from torch import Tensor
 from attnlab.data.tokenizers import CharTokenizer, load_tokenizer
 from attnlab.errors import AttnlabError, did_you_mean
 from attnlab.files import atomic_write, fsync_dir
+from attnlab.interop.gguf import ChatTemplate, ChatTokenizer, load_gguf, read_gguf_model
 from attnlab.interop.hf import model_from_hf, model_to_hf
 from attnlab.interop.sources import MODEL_SOURCES, fetch_model
 from attnlab.interop.tokenizer import HFTokenizer
@@ -130,7 +131,19 @@ def _hf_tokenizer(folder: Path) -> HFTokenizer | None:
     max_length = None
     if (folder / "sentence_bert_config.json").is_file():
         max_length = _read_json(folder / "sentence_bert_config.json").get("max_seq_length")
-    return HFTokenizer.from_file(folder / "tokenizer.json", max_length=max_length)
+    return _with_chat(folder, HFTokenizer.from_file(folder / "tokenizer.json",
+                                                     max_length=max_length))
+
+
+def _with_chat(folder: Path, tokenizer: HFTokenizer) -> HFTokenizer:
+    """`tokenizer` as a ChatTokenizer when the folder's tokenizer_config.json has a chat
+    template (HF folders and run directories converted from GGUF or HF keep it there)."""
+    config = folder / "tokenizer_config.json"
+    chat = ChatTemplate.from_tokenizer_config(config) if config.is_file() else None
+    if chat is None:
+        return tokenizer
+    return ChatTokenizer(tokenizer.hf, chat=chat, max_length=tokenizer.max_length,
+                         source=tokenizer.to_json())
 
 
 def save_hf_folder(model: GPT | Encoder, path: str | Path, *,
@@ -155,7 +168,16 @@ def save_hf_folder(model: GPT | Encoder, path: str | Path, *,
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer_json is not None:
             atomic_write(tmp / "tokenizer.json", tokenizer_json)
+            _write_chat(tmp, tokenizer)
         return sorted(p.name for p in tmp.iterdir())
+
+
+def _write_chat(folder: Path, tokenizer) -> None:
+    """tokenizer_config.json with the chat template, when the tokenizer has one."""
+    chat = getattr(tokenizer, "chat", None)
+    if chat is not None:
+        atomic_write(folder / "tokenizer_config.json",
+                     json.dumps(chat.tokenizer_config(), indent=2) + "\n")
 
 
 def _tokenizer_json(tokenizer) -> str | None:
@@ -205,7 +227,7 @@ def _attnlab_tokenizer(folder: Path):
         return None
     if _read_json(path).get("type") == "char":  # attnlab's own format
         return load_tokenizer(path)
-    return HFTokenizer.from_file(path)
+    return _with_chat(folder, HFTokenizer.from_file(path))
 
 
 def save_attnlab_folder(model: GPT | Encoder, path: str | Path, *,
@@ -231,6 +253,7 @@ def save_attnlab_folder(model: GPT | Encoder, path: str | Path, *,
         save_checkpoint(tmp / "best", model, None, {"step": 0, "converted_from": source})
         if tokenizer is not None:
             atomic_write(tmp / "tokenizer.json", tokenizer.to_json())
+            _write_chat(tmp, tokenizer)
         return sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
 
 
@@ -242,21 +265,23 @@ def load_pretrained(source: str | Path) -> tuple[GPT | Encoder, object | None]:
     """(model in eval mode, tokenizer or None) from whatever `source` names.
 
     Args:
-        source: a Hugging Face model folder, an attnlab run directory, or the name of a model
-            from `attnlab models list` (fetched into the cache on first use).
+        source: a Hugging Face model folder, an attnlab run directory, a GGUF file
+            (dequantized to fp32, see `attnlab.interop.gguf`), or the name of a model from
+            `attnlab models list` (fetched into the cache on first use).
     """
     path = Path(source).expanduser()
     if path.is_dir():
         kind = folder_kind(path)
         return load_hf_folder(path) if kind == "hf" else load_attnlab_folder(path)
     if path.is_file():
-        if path.suffix == ".gguf":  # the hook for a GGUF loader
-            raise AttnlabError(f"{path} is a GGUF file, which attnlab cannot read yet; give a "
-                               f"Hugging Face folder with model.safetensors")
+        if path.suffix == ".gguf":
+            return load_gguf(path)
         raise AttnlabError(f"{path} is a file; give a model folder (config.json + "
-                           f"model.safetensors), a run directory or a model name")
+                           f"model.safetensors), a GGUF file, a run directory or a model name")
     if str(source) in MODEL_SOURCES:
-        return load_hf_folder(fetch_model(str(source)))
+        folder = fetch_model(str(source))
+        model_file = MODEL_SOURCES[str(source)].file
+        return load_gguf(folder / model_file) if model_file else load_hf_folder(folder)
     raise AttnlabError(f"no such folder or model name: '{source}'"
                        f"{did_you_mean(str(source), MODEL_SOURCES)}; named models: "
                        f"{', '.join(sorted(MODEL_SOURCES))}")
@@ -279,18 +304,29 @@ class Conversion:
 
 def convert(src: str | Path, out: str | Path, *, to: str | None = None,
             checkpoint: str = "best") -> Conversion:
-    """Convert a Hugging Face folder into an attnlab run directory, or the other way round.
+    """Convert a Hugging Face folder into an attnlab run directory, or the other way round, or
+    a GGUF file into either.
 
-    The direction follows from what `src` is; `to` only confirms it. Weights are copied
-    exactly (a round trip gives equal tensors).
+    The direction follows from what `src` is; `to` only confirms it (a GGUF file goes to an
+    attnlab run directory unless `to="hf"`). Weights are copied exactly (a round trip gives
+    equal tensors); GGUF weights are dequantized to fp32 first. A chat template travels in
+    tokenizer_config.json.
 
     Args:
-        src: an HF model folder or an attnlab run directory.
+        src: an HF model folder, an attnlab run directory or a .gguf file.
         out: a new or empty folder.
         to: "hf" or "attnlab"; must match the direction `src` implies when given.
         checkpoint: the run's "best" or "last" weights (attnlab -> hf only).
     """
     src, out = Path(src).expanduser(), Path(out).expanduser()
+    if src.is_file() and src.suffix == ".gguf":
+        _check_new(out)  # before the (slow) read
+        found = read_gguf_model(src)
+        model = model_from_hf(found.config, found.tensors).eval()
+        if to == "hf":
+            return Conversion("hf", save_hf_folder(model, out, tokenizer=found.tokenizer))
+        return Conversion("attnlab", save_attnlab_folder(model, out, tokenizer=found.tokenizer,
+                                                         source=str(src)))
     kind = folder_kind(src)
     target = "attnlab" if kind == "hf" else "hf"
     if to is not None and to != target:

