@@ -31,6 +31,8 @@ from tqdm import tqdm
 from benchmarks.common import machine, save
 
 MECHANISMS = ("full", "local", "longformer", "bigbird", "linformer", "performer", "lsh")
+# options a mechanism cannot default: Linformer's projections are sized for one length
+OPTIONS = {"linformer": ["model.attention_options.seq_len=1024"]}
 
 
 def train_one(task: str, mechanism: str, steps: int, run_dir: Path) -> dict:
@@ -40,6 +42,8 @@ def train_one(task: str, mechanism: str, steps: int, run_dir: Path) -> dict:
     cmd = [sys.executable, "-m", "attnlab", "train", f"lra-{task}", "--out", str(run_dir),
            "--no-progress", "--max-steps", str(steps), "--set", f"model.attention={mechanism}",
            "--set", f"train.eval_interval={steps}", "--set", f"train.checkpoint_interval={steps}"]
+    for option in OPTIONS.get(mechanism, []):
+        cmd += ["--set", option]
     start = time.perf_counter()
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = child.stdout.read()

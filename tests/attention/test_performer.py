@@ -303,3 +303,24 @@ def test_noncausal_shared_key_offset_equals_the_per_key_offsets(masked):
         assert torch.autograd.gradcheck(
             lambda q, k, v, c=causal: attn(q, k, v, causal=c, key_padding_mask=(
                 mask[:1, :7] if masked else None))[0], small, eps=1e-6, atol=1e-5)
+
+
+def test_trained_features_load_into_a_fresh_model(tmp_path):
+    """The features are drawn lazily, so a fresh model's buffer is empty: loading a saved
+    model must adopt the saved draw (and give the same outputs), not refuse its shape."""
+    from attnlab.models import Encoder, EncoderConfig
+    from safetensors.torch import save_file
+
+    from attnlab.train.checkpoint import load_model_weights, unique_state_dict
+
+    cfg = EncoderConfig(vocab_size=20, d_model=16, n_heads=2, n_layers=1, max_len=12,
+                        attention="performer", attention_options={"nb_features": 8})
+    torch.manual_seed(0)
+    trained = Encoder(cfg).eval()
+    idx = torch.randint(20, (2, 12))
+    want = trained(idx)  # draws the features
+    save_file(unique_state_dict(trained), str(tmp_path / "model.safetensors"))
+    torch.manual_seed(1)
+    fresh = Encoder(cfg).eval()
+    load_model_weights(fresh, tmp_path / "model.safetensors")
+    assert torch.equal(fresh(idx), want)
