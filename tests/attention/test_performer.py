@@ -308,9 +308,9 @@ def test_noncausal_shared_key_offset_equals_the_per_key_offsets(masked):
 def test_trained_features_load_into_a_fresh_model(tmp_path):
     """The features are drawn lazily, so a fresh model's buffer is empty: loading a saved
     model must adopt the saved draw (and give the same outputs), not refuse its shape."""
-    from attnlab.models import Encoder, EncoderConfig
     from safetensors.torch import save_file
 
+    from attnlab.models import Encoder, EncoderConfig
     from attnlab.train.checkpoint import load_model_weights, unique_state_dict
 
     cfg = EncoderConfig(vocab_size=20, d_model=16, n_heads=2, n_layers=1, max_len=12,
