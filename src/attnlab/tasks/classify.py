@@ -8,11 +8,14 @@ majority-class baseline (always the most frequent training label).
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attnlab.data.lra import ClassificationData
+from attnlab.data.lra import ClassificationData, load_lra
 from attnlab.models import Encoder
 
 
@@ -64,3 +67,34 @@ class SequenceClassification:
     def baselines(self) -> dict:
         return {"chance_accuracy": 1.0 / self.data.num_classes,
                 "majority_accuracy": self.data.majority_accuracy("val")}
+
+
+class SequenceClassificationRun:
+    """How a run directory of task `classify` is built, reloaded and evaluated (see tasks.run).
+    Its data are token ids already: no tokenizer."""
+
+    model_class = Encoder
+    sized_fields = ("vocab_size", "num_classes")  # filled in from the data, not the recipe
+
+    def build(self, cfg, run_dir: Path, *, device, dist, fresh: bool):
+        """The labelled dataset at the model's `max_len` and an encoder sized to it."""
+        data = load_lra(cfg.data.source, cfg.model.max_len)
+        cfg.model = dataclasses.replace(cfg.model, vocab_size=len(data.vocab),
+                                        num_classes=data.num_classes)
+        torch.manual_seed(cfg.train.seed)  # the model's initialization
+        task = SequenceClassification(Encoder(cfg.model), data, batch_size=cfg.train.batch_size,
+                                      device=device)
+        return task, None
+
+    def load_tokenizer(self, run_dir: Path):
+        return None
+
+    def describe(self, task: SequenceClassification) -> str:
+        return (f"{len(task.data.labels['train']):,} training sequences of "
+                f"{task.data.length} tokens")
+
+    def evaluate(self, model, tokenizer, cfg, *, batches: int | None = None) -> dict:
+        """Validation and test loss and accuracy, beside chance and the majority class."""
+        task = SequenceClassification(model, load_lra(cfg.data.source, cfg.model.max_len),
+                                      batch_size=cfg.train.batch_size)
+        return {**task.evaluate(model), **task.evaluate(model, "test"), **task.baselines()}

@@ -8,14 +8,24 @@ predicting every token from the training set's token frequencies, which ignores 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attnlab.data import eval_batches, sample_batch
+from attnlab.data import (
+    encode_corpus,
+    eval_batches,
+    load_text,
+    load_tokenizer,
+    sample_batch,
+    train_tokenizer,
+)
 from attnlab.models import GPT
+from attnlab.train import distributed
 
 
 class LanguageModeling:
@@ -77,3 +87,49 @@ class LanguageModeling:
         logp = np.log(counts / counts.sum())
         val = np.asarray(self.splits.val)
         return float(-logp[val].mean())
+
+
+class LanguageModelingRun:
+    """How a run directory of task `lm` is built, reloaded and evaluated (see tasks.run)."""
+
+    model_class = GPT
+    sized_fields = ("vocab_size",)  # filled in from the tokenizer, not the recipe
+
+    def build(self, cfg, run_dir: Path, *, device, dist, fresh: bool):
+        """(LanguageModeling, tokenizer): a fresh tokenizer is trained on the text."""
+        text, _ = load_text(cfg.data.source)
+        if fresh:
+            vocab = cfg.data.vocab_size if cfg.data.tokenizer == "bpe" else None  # char: the text's
+            tokenizer = train_tokenizer(cfg.data.tokenizer, text, vocab)
+        else:
+            tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+        if dist.main:  # one process fills the token cache, the others then read it
+            splits = encode_corpus(text, tokenizer, val_fraction=cfg.data.val_fraction)
+        distributed.barrier(dist)
+        if not dist.main:
+            splits = encode_corpus(text, tokenizer, val_fraction=cfg.data.val_fraction)
+        if cfg.model.vocab_size != tokenizer.vocab_size:
+            cfg.model = dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size)
+        torch.manual_seed(cfg.train.seed)  # the model's initialization
+        task = LanguageModeling(GPT(cfg.model), tokenizer, splits,
+                                eval_batch_count=cfg.train.eval_batches,
+                                batch_size=cfg.train.batch_size, device=device)
+        return task, tokenizer
+
+    def load_tokenizer(self, run_dir: Path):
+        return load_tokenizer(Path(run_dir) / "tokenizer.json")
+
+    def describe(self, task: LanguageModeling) -> str:
+        return f"{len(task.splits.train):,} training tokens"
+
+    def evaluate(self, model, tokenizer, cfg, *, batches: int | None = None) -> dict:
+        """Validation loss, perplexity and bits per character, beside the unigram baseline."""
+        text, _ = load_text(cfg.data.source)
+        splits = encode_corpus(text, tokenizer, val_fraction=cfg.data.val_fraction)
+        task = LanguageModeling(model, tokenizer, splits,
+                                eval_batch_count=batches or cfg.train.eval_batches,
+                                batch_size=cfg.train.batch_size)
+        with torch.no_grad():
+            metrics = task.evaluate(model)
+        metrics.update(task.baselines())
+        return metrics

@@ -17,20 +17,21 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
-from attnlab.data import encode_corpus, load_text, load_tokenizer, train_tokenizer
-from attnlab.data.lra import load_lra
 from attnlab.errors import AttnlabError
 from attnlab.files import atomic_write
-from attnlab.models import GPT, Encoder
-from attnlab.tasks.classify import SequenceClassification
+from attnlab.tasks.classify import SequenceClassificationRun
 from attnlab.tasks.config import RunConfig, load_run_config, merge, parse_overrides
-from attnlab.tasks.lm import LanguageModeling
+from attnlab.tasks.lm import LanguageModelingRun
 from attnlab.train import distributed
 from attnlab.train.checkpoint import load_model_weights, resolve
 from attnlab.train.trainer import Trainer, native_bf16, pick_device
 from attnlab.viz.curves import plot_training
+
+#: task name -> how its run is built, reloaded and evaluated. A kind has `model_class`,
+#: `sized_fields` (model fields its data fill in), `build(cfg, run_dir, device=, dist=, fresh=)
+#: -> (task, tokenizer or None)`, `load_tokenizer(run_dir)`, `describe(task)` and
+#: `evaluate(model, tokenizer, cfg, batches=)`; tasks.config.TASK_MODELS names its model config.
+TASKS = {"lm": LanguageModelingRun(), "classify": SequenceClassificationRun()}
 
 
 def default_run_dir(recipe: str) -> Path:
@@ -94,45 +95,13 @@ def prepare_run(recipe: str | None, overrides: list[str], out: Path | None, *,
 
 def _data_sized(cfg: RunConfig) -> dict:
     """The model fields a run fills in from its data rather than from the recipe."""
-    sized = {"vocab_size": cfg.model.vocab_size}
-    if cfg.task == "classify":
-        sized["num_classes"] = cfg.model.num_classes
-    return sized
+    return {name: getattr(cfg.model, name) for name in TASKS[cfg.task].sized_fields}
 
 
 def build_task(cfg: RunConfig, run_dir: Path, *, device, dist=None, fresh: bool):
-    """The run's task with its model (and the tokenizer of a language model, else None)."""
-    if cfg.task == "classify":
-        return build_classification(cfg, device=device), None
-    dist = dist or distributed.Dist()
-    text, _ = load_text(cfg.data.source)
-    if fresh:
-        vocab = cfg.data.vocab_size if cfg.data.tokenizer == "bpe" else None  # char: the text's
-        tokenizer = train_tokenizer(cfg.data.tokenizer, text, vocab)
-    else:
-        tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-    if dist.main:  # one process fills the token cache, the others then read it
-        splits = encode_corpus(text, tokenizer, val_fraction=cfg.data.val_fraction)
-    distributed.barrier(dist)
-    if not dist.main:
-        splits = encode_corpus(text, tokenizer, val_fraction=cfg.data.val_fraction)
-    if cfg.model.vocab_size != tokenizer.vocab_size:
-        cfg.model = dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size)
-    torch.manual_seed(cfg.train.seed)  # the model's initialization
-    task = LanguageModeling(GPT(cfg.model), tokenizer, splits,
-                            eval_batch_count=cfg.train.eval_batches,
-                            batch_size=cfg.train.batch_size, device=device)
-    return task, tokenizer
-
-
-def build_classification(cfg: RunConfig, *, device) -> SequenceClassification:
-    """The labelled dataset at the model's `max_len` and an encoder sized to it."""
-    data = load_lra(cfg.data.source, cfg.model.max_len)
-    cfg.model = dataclasses.replace(cfg.model, vocab_size=len(data.vocab),
-                                    num_classes=data.num_classes)
-    torch.manual_seed(cfg.train.seed)  # the model's initialization
-    return SequenceClassification(Encoder(cfg.model), data, batch_size=cfg.train.batch_size,
-                                  device=device)
+    """The run's task with its model (and its tokenizer, or None where the data are ids)."""
+    return TASKS[cfg.task].build(cfg, run_dir, device=device, dist=dist or distributed.Dist(),
+                                 fresh=fresh)
 
 
 def train_run(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool = True,
@@ -155,9 +124,7 @@ def train_run(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool = T
                 f.write(json.dumps({"step": 0, **baselines}) + "\n")
         model = task.model
         if dist.main:
-            data = (f"{len(task.splits.train):,} training tokens" if cfg.task == "lm" else
-                    f"{len(task.data.labels['train']):,} training sequences of "
-                    f"{task.data.length} tokens")
+            data = TASKS[cfg.task].describe(task)
             log(f"run {run_dir}: {model.num_parameters():,} parameters, {data}, "
                 f"vocab {cfg.model.vocab_size}, device {device}, {dist.world} process(es)")
         trainer = Trainer(task, run_dir, cfg.train, dist=dist, device=device, resume=resume,
@@ -176,15 +143,16 @@ def train_run(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool = T
 
 def load_run(run_dir: Path, *, checkpoint: str = "best", device="cpu"):
     """(model, tokenizer, config) of a run directory, weights from `best/` or `last/`.
-    A classification run has no tokenizer (None): its data are token ids already."""
+    A run whose data are token ids already (classify) has no tokenizer (None)."""
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
-    tokenizer = load_tokenizer(run_dir / "tokenizer.json") if cfg.task == "lm" else None
+    kind = TASKS[cfg.task]
+    tokenizer = kind.load_tokenizer(run_dir)
     found = resolve(run_dir / checkpoint) or (resolve(run_dir / "last")
                                               if checkpoint == "best" else None)
     if found is None:
         raise AttnlabError(f"{run_dir} has no weights ({checkpoint}/ checkpoint missing)")
-    model = GPT(cfg.model) if cfg.task == "lm" else Encoder(cfg.model)
+    model = kind.model_class(cfg.model)
     load_model_weights(model, found / "model.safetensors")
     return model.to(device).eval(), tokenizer, cfg
 
@@ -193,16 +161,4 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", batches: int | None
     """Validation loss, perplexity and bits per character of a language model; validation
     and test loss and accuracy of a classifier."""
     model, tokenizer, cfg = load_run(run_dir, checkpoint=checkpoint)
-    if cfg.task == "classify":
-        task = SequenceClassification(model, load_lra(cfg.data.source, cfg.model.max_len),
-                                      batch_size=cfg.train.batch_size)
-        return {**task.evaluate(model), **task.evaluate(model, "test"), **task.baselines()}
-    text, _ = load_text(cfg.data.source)
-    splits = encode_corpus(text, tokenizer, val_fraction=cfg.data.val_fraction)
-    task = LanguageModeling(model, tokenizer, splits,
-                            eval_batch_count=batches or cfg.train.eval_batches,
-                            batch_size=cfg.train.batch_size)
-    with torch.no_grad():
-        metrics = task.evaluate(model)
-    metrics.update(task.baselines())
-    return metrics
+    return TASKS[cfg.task].evaluate(model, tokenizer, cfg, batches=batches)
