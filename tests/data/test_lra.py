@@ -35,7 +35,7 @@ def test_listops_labels_are_the_values_of_their_expressions():
     real = tokens != lra.PAD
     n_real = real.sum(1)
     assert (real == (np.arange(256) < n_real[:, None])).all()  # padding only at the end
-    assert n_real.max() <= 256 and np.median(n_real) > 256 * 0.4
+    assert n_real.max() <= 256 and n_real.min() >= 256 // 4
     assert len(np.unique(labels)) == 10
 
 
@@ -67,7 +67,7 @@ def test_load_caches_once_and_checks_checksums(tmp_path, monkeypatch):
     assert data.length == 64 and data.num_classes == 10
     assert [len(data.labels[s]) for s in lra.SPLITS] == list(lra.LRA_TASKS["lra-retrieval"].sizes)
     assert not np.array_equal(data.tokens["train"][:50], data.tokens["val"][:50])
-    folder = tmp_path / "lra" / "lra-retrieval-64-0"
+    folder = tmp_path / "lra" / "lra-retrieval-64-0-v1"
     stamp = (folder / "train-tokens.npy").stat().st_mtime_ns
     again = lra.load_lra("lra-retrieval", 64)
     assert (folder / "train-tokens.npy").stat().st_mtime_ns == stamp  # not regenerated

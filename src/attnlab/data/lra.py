@@ -6,11 +6,14 @@ MIN, MAX, MED (median) and SM (sum modulo 10) over digits, written as tokens
 
     [MAX 4 3 [MIN 2 3 ] 1 0 [MED 1 5 8 9 2 ] ]   ->   5
 
-Ten classes. Each expression is built to a token budget drawn from [length/2, length], so it
-fills between about 40 and 85 % of the sequence; the rest is padding. Departures from LRA:
-expressions are grown to a length budget instead of sampled by depth and filtered by length
-(which rarely accepts long ones); MED of an even count is the lower median (LRA's rounds the
-mean of the two middle values down); no separate brackets for the operators' opening.
+Ten classes. Expressions are drawn as LRA draws them (an argument is a digit with probability
+0.75, else a sub-expression; 2 to 10 arguments; depth at most 10) and kept when they are
+`length/4` to `length` tokens long (LRA keeps 500 to 2,000); the rest of a row is padding.
+Departures from LRA: MED of an even count is the lower median (LRA's rounds the mean of the two
+middle values down); no separate brackets for the operators' opening. An earlier version grew
+each expression to fill a token budget, which left no plain digit above the bottom levels:
+every label then needed the whole tree evaluated, and full attention stayed at the majority
+class for 900 steps.
 
 `lra-retrieval`: associative recall over a long sequence. The first token asks for a key
 ("?k2"); somewhere among the remaining `length - 1` filler tokens sit `N_PAIRS` key=value
@@ -25,8 +28,9 @@ the first token's initial (uniform) attention, and the model also stayed at chan
 replaces LRA's document-matching retrieval, whose data (the ACL anthology network) does not
 exist offline.
 
-Datasets are written to the cache (`$ATTNLAB_HOME/lra/NAME-LENGTH-SEED/`) as .npy arrays with
-a meta.json holding their SHA-256; a cached file that does not match is refused.
+Datasets are written to the cache (`$ATTNLAB_HOME/lra/NAME-LENGTH-SEED-vVERSION/`, the version
+being the generator's) as .npy arrays with a meta.json holding their SHA-256; a cached file that
+does not match is refused.
 """
 
 from __future__ import annotations
@@ -84,19 +88,31 @@ LISTOPS_VOCAB = ("<pad>", *map(str, range(10)), *(f"[{op}" for op in LISTOPS_OPS
 _DIGIT, _OP, _CLOSE = 1, 11, 15  # first digit id, first operator id, closing bracket id
 
 
-def _listops_expression(rng: random.Random, budget: int, max_args: int, out: list[int]) -> int:
-    """Append the token ids of an expression of at most `budget` tokens; return its value."""
-    if budget < 4:  # an operator needs at least "[OP a b ]"
+# LRA's generator: an argument is a digit with probability LEAF_P, else a sub-expression, down
+# to MAX_DEPTH; an operator takes 2..max_args arguments. So most arguments at every level are
+# plain digits, which is what makes the top levels partly readable without full evaluation.
+LEAF_P, MAX_DEPTH = 0.75, 10
+
+
+class _TooLong(Exception):
+    pass
+
+
+def _listops_tree(rng: random.Random, depth: int, max_args: int, limit: int,
+                  out: list[int]) -> int:
+    """Append the token ids of a random expression (an operator at depth 0); return its value.
+    Raises `_TooLong` as soon as `out` passes `limit` tokens (the draw is rejected anyway)."""
+    if depth > 0 and (depth >= MAX_DEPTH or rng.random() < LEAF_P):
         digit = rng.randrange(10)
         out.append(_DIGIT + digit)
         return digit
     op = rng.randrange(len(LISTOPS_OPS))
-    n = rng.randint(2, min(max_args, budget - 2))
-    cuts = sorted(rng.sample(range(1, budget - 2), n - 1))  # n positive parts of budget - 2
-    parts = [b - a for a, b in zip([0, *cuts], [*cuts, budget - 2], strict=True)]
+    n = rng.randint(2, max_args)
     out.append(_OP + op)
-    values = [_listops_expression(rng, part, max_args, out) for part in parts]
+    values = [_listops_tree(rng, depth + 1, max_args, limit, out) for _ in range(n)]
     out.append(_CLOSE)
+    if len(out) > limit:
+        raise _TooLong
     if op == 0:
         return min(values)
     if op == 1:
@@ -107,14 +123,22 @@ def _listops_expression(rng: random.Random, budget: int, max_args: int, out: lis
 
 
 def listops(n: int, length: int, seed: int, *, max_args: int = 10) -> tuple[np.ndarray, ...]:
-    """`n` ListOps expressions padded to `length` tokens: ((n, length) tokens, (n,) labels)."""
+    """`n` ListOps expressions of `length // 4` to `length` tokens, padded to `length`:
+    ((n, length) tokens, (n,) labels). Drawn as LRA draws them, keeping those of that length."""
     rng = random.Random(seed)
     tokens = np.full((n, length), PAD, dtype=np.int16)
     labels = np.empty(n, dtype=np.int64)
-    for i in range(n):
+    i = 0
+    while i < n:
         out: list[int] = []
-        labels[i] = _listops_expression(rng, rng.randint(length // 2, length), max_args, out)
-        tokens[i, : len(out)] = out
+        try:
+            value = _listops_tree(rng, 0, max_args, length, out)
+        except _TooLong:
+            continue
+        if len(out) >= length // 4:
+            labels[i] = value
+            tokens[i, : len(out)] = out
+            i += 1
     return tokens, labels
 
 
@@ -174,11 +198,13 @@ class LRATask:
     num_classes: int
     sizes: tuple[int, int, int]  # train, val, test
     description: str
+    version: int = 1  # of the generator: part of the cache folder's name, so old data is not reused
 
 
 LRA_TASKS = {
     "lra-listops": LRATask("lra-listops", listops, LISTOPS_VOCAB, 10, (8000, 1000, 1000),
-                           "nested MIN/MAX/MED/SM expressions over digits -> their value"),
+                           "nested MIN/MAX/MED/SM expressions over digits -> their value",
+                           version=2),
     "lra-retrieval": LRATask("lra-retrieval", retrieval, RETRIEVAL_VOCAB, 10, (8000, 1000, 1000),
                              f"associative recall: the value of the queried key, "
                              f"{N_PAIRS} key=value tokens hidden in filler"),
@@ -197,7 +223,7 @@ def load_lra(name: str, length: int, seed: int = 0) -> ClassificationData:
     task = lra_task(name)
     if length < 16:
         raise AttnlabError(f"{name}: sequence length must be >= 16, got {length}")
-    folder = cache_dir() / "lra" / f"{name}-{length}-{seed}"
+    folder = cache_dir() / "lra" / f"{name}-{length}-{seed}-v{task.version}"
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
         _generate(task, folder, length, seed)
