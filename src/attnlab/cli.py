@@ -298,6 +298,50 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def _token_labels(tokenizer, ids: list[int]) -> list[str]:
+    """Each token's own text; a token with none (a special id) shows as <id>."""
+    return [tokenizer.decode([i]) or f"<{i}>" for i in ids]
+
+
+def cmd_viz(args) -> int:
+    from attnlab.interop import folder_kind, load_pretrained
+    from attnlab.models import EncoderDecoder
+    from attnlab.viz.view import check_out, render_attention
+
+    check_out(args.out)  # before any loading: a bad path costs nothing
+    if (args.text is None) == (args.text_file is None):
+        raise AttnlabError("give the text to look at with --text or --text-file (one of them)")
+    if args.text_file is not None and not args.text_file.is_file():
+        raise AttnlabError(f"no such text file: {args.text_file}")
+    text = args.text if args.text is not None else args.text_file.read_text(encoding="utf-8")
+    if args.source.is_dir() and folder_kind(args.source) == "attnlab":
+        from attnlab.tasks.run import load_run
+
+        model, tokenizer, _ = load_run(args.source, checkpoint=args.checkpoint)
+    else:
+        model, tokenizer = load_pretrained(args.source)
+    if tokenizer is None:
+        raise AttnlabError(f"{args.source} has no tokenizer; viz needs one to read the text")
+    pair = hasattr(tokenizer, "sep_id")  # a seq2seq run's tokenizer encodes lists of texts
+    encode = (lambda t: tokenizer.encode([t])[0]) if pair else tokenizer.encode
+    ids = encode(text)
+    target_ids = target_labels = None
+    if isinstance(model, EncoderDecoder):
+        if args.target is None:
+            raise AttnlabError(f"{args.source} is an encoder-decoder: give the decoder's text "
+                               f"with --target")
+        target_ids = [tokenizer.bos_id, *encode(args.target)]
+        target_labels = _token_labels(tokenizer, target_ids)
+    elif args.target is not None:
+        raise AttnlabError("--target is for encoder-decoder models only; drop it")
+    out = render_attention(model, ids, args.out, labels=_token_labels(tokenizer, ids),
+                           target_ids=target_ids, target_labels=target_labels,
+                           layer=args.layer, head=args.head, per_query=args.per_query,
+                           max_links=args.max_links, title=f"{args.source}")
+    print(out)
+    return 0
+
+
 def cmd_bench(args) -> int:
     from attnlab.bench import attention as lab
 
@@ -421,6 +465,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/loss.png)")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("viz", help="attention of a model on a text: maps (.png) or an "
+                                   "interactive head view (.html)")
+    p.add_argument("source", type=Path, help="a run directory, a Hugging Face model folder, a "
+                                             "GGUF file or a model name")
+    p.add_argument("--text", help="the text to look at")
+    p.add_argument("--text-file", type=Path, help="read the text from this file")
+    p.add_argument("--target", help="the decoder's text, for encoder-decoder models")
+    p.add_argument("--out", type=Path, required=True,
+                   help="map.png (layers x heads grid) or view.html (head view)")
+    p.add_argument("--layer", type=int, help="one attention layer (in call order)")
+    p.add_argument("--head", type=int, help="with --layer: enlarge this head")
+    p.add_argument("--per-query", type=positive_int, default=8,
+                   help="head view: strongest links drawn per token")
+    p.add_argument("--max-links", type=positive_int, default=3000,
+                   help="head view: most links drawn per head")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.set_defaults(func=cmd_viz)
     return parser
 
 

@@ -145,12 +145,9 @@ def report(results: dict) -> str:
 
 
 def plot(results: dict, out: Path) -> Path:
-    import matplotlib
+    from attnlab.viz.plotting import figure, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (ax_t, ax_m) = figure(1, 2, figsize=(12, 4.2))
     for s, r in results["series"].items():
         ns = [p["n"] for p in r["points"]]
         if not ns:
@@ -162,8 +159,4 @@ def plot(results: dict, out: Path) -> Path:
     for ax in (ax_t, ax_m):
         ax.grid(alpha=0.3, which="both")
     ax_t.legend(fontsize=8)
-    fig.suptitle(f"attention scaling ({results['mode']}, batch 1, 8 heads x 64)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return Path(out)
+    return save(fig, out, title=f"attention scaling ({results['mode']}, batch 1, 8 heads x 64)")

@@ -6,10 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never a window
-import matplotlib.pyplot as plt
+from attnlab.viz.plotting import figure, save
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -30,7 +27,7 @@ def plot_training(metrics_path: Path, out: Path, *, title: str = "") -> Path:
     train = [r for r in rows if "loss" in r]
     val = [r for r in rows if "val_loss" in r]
     accuracy = [r for r in val if "val_accuracy" in r]
-    fig, axes = plt.subplots(1, 4 if accuracy else 3, figsize=(17 if accuracy else 13, 3.6))
+    fig, axes = figure(1, 4 if accuracy else 3, figsize=(17 if accuracy else 13, 3.6))
     ax = axes[0]
     ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=1, label="train")
     if val:
@@ -56,9 +53,4 @@ def plot_training(metrics_path: Path, out: Path, *, title: str = "") -> Path:
         ax.legend()
     for a in axes:
         a.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return Path(out)
+    return save(fig, out, title=title)
