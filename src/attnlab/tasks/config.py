@@ -16,10 +16,23 @@ from typing import Any
 import yaml
 
 from attnlab.errors import AttnlabError, ConfigError, did_you_mean
-from attnlab.models.config import EncoderConfig, GPTConfig, _check_types, from_dict
+from attnlab.models.config import (
+    EncoderConfig,
+    GPTConfig,
+    Seq2SeqConfig,
+    _check_types,
+    from_dict,
+)
+from attnlab.models.function_gpt import FunctionGPTConfig
+from attnlab.models.timeseries import ForecastConfig
+from attnlab.models.vit import VisionConfig
+from attnlab.tasks.text_classify import TextClassifierConfig
 
 # task -> the model config it trains: a GPT for language modeling, an encoder for classification
-TASK_MODELS = {"lm": GPTConfig, "classify": EncoderConfig}
+TASK_MODELS = {"lm": GPTConfig, "classify": EncoderConfig,
+               "icl-regression": FunctionGPTConfig, "seq2seq": Seq2SeqConfig,
+               "seq2seq-lm": GPTConfig, "text-classify": TextClassifierConfig,
+               "image-classify": VisionConfig, "forecast": ForecastConfig}
 
 
 @dataclass
@@ -30,9 +43,17 @@ class DataConfig:
         source: for `lm`, a corpus name (`attnlab data list`), a text file, or a folder of
             text files; for `classify`, a labelled dataset (lra-listops, lra-retrieval), made
             at the model's `max_len`.
-        tokenizer: "char" (characters, with byte fallback) or "bpe" (byte-level BPE); `lm` only.
+            For `seq2seq` / `seq2seq-lm`, a pair dataset (kjv-rv1909, debian-descriptions)
+            or a source<TAB>target .tsv file.
+            For `text-classify`, a sentiment set (vader-movies) or an id<TAB>rating<TAB>text
+            file (`attnlab.data.sentiment`).
+            For `image-classify`, an image set (digits, fashion-mnist; `attnlab.data.images`).
+            For `forecast`, a series (co2) or a file of numbers (`attnlab.data.series`).
+        tokenizer: "char" (characters, with byte fallback) or "bpe" (byte-level BPE); `lm` and
+            `text-classify` from scratch.
         vocab_size: BPE vocabulary size (char: set by the text).
-        val_fraction: the last fraction of the tokens held out for validation; `lm` only.
+        val_fraction: the last fraction of the tokens held out for validation; `lm` (and
+            `forecast`: the share of the steps before the test part).
     """
 
     source: str = "shakespeare"

@@ -24,6 +24,7 @@ from attnlab.data import (
     sample_batch,
     train_tokenizer,
 )
+from attnlab.errors import AttnlabError
 from attnlab.models import GPT
 from attnlab.train import distributed
 
@@ -133,3 +134,53 @@ class LanguageModelingRun:
             metrics = task.evaluate(model)
         metrics.update(task.baselines())
         return metrics
+
+
+@torch.no_grad()
+def held_out_loss(model, tokenizer, text: str, *, context: int, max_tokens: int = 16384,
+                  held_out: float = 0.1, batch_size: int = 4, progress: bool = False) -> dict:
+    """Loss, perplexity and bits per character of any causal LM on the end of a text.
+
+    The last `held_out` share of the characters (the part an attnlab run holds out) is encoded
+    with the model's own tokenizer and cut into non-overlapping windows of `context` tokens,
+    each scored on its own (so a window's first tokens see little context, as in the usual
+    chunked evaluation). Bits per character count the characters those tokens spell, which
+    makes models with different tokenizers comparable.
+
+    Args:
+        model: a GPT (any mechanism), in eval mode.
+        tokenizer: its tokenizer (`encode`, `decode`).
+        text: the text; its held-out end must hold at least two tokens.
+        context: tokens per window (at most the model's `max_len`).
+        max_tokens: stop after this many tokens.
+        held_out: share of the text, from its end, that is evaluated.
+        batch_size: windows per forward pass.
+        progress: show a progress bar.
+    """
+    from tqdm import tqdm
+
+    if context < 2 or context > model.config.max_len:
+        raise AttnlabError(f"context must be in [2, {model.config.max_len}] (the model's "
+                           f"max_len), got {context}")
+    ids = tokenizer.encode(text[int(len(text) * (1 - held_out)):])[: max_tokens + 1]
+    if len(ids) < 2:
+        raise AttnlabError("the held-out text is shorter than two tokens; give a longer text")
+    device = next(model.parameters()).device
+    starts = list(range(0, len(ids) - 1, context))
+    total, count = 0.0, 0
+    batches = range(0, len(starts), batch_size)
+    for b in tqdm(batches, desc="eval", unit="batch", disable=not progress, leave=False):
+        rows = [ids[s: s + context + 1] for s in starts[b: b + batch_size]]
+        # every window holds context + 1 tokens but the last, which is scored alone
+        full = [r for r in rows if len(r) == context + 1]
+        short = [r for r in rows if len(r) != context + 1]
+        for group in ([full] if full else []) + [[r] for r in short]:
+            x = torch.tensor([r[:-1] for r in group], device=device)  # (B, T)
+            y = torch.tensor([r[1:] for r in group], device=device)
+            logits = model(x).float()  # (B, T, V)
+            total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
+            count += y.numel()
+    chars = len(tokenizer.decode(ids[1:]))  # the characters the scored tokens spell
+    loss = total / count
+    return {"val_loss": loss, "perplexity": math.exp(loss),
+            "bits_per_char": total / math.log(2) / max(chars, 1), "tokens": count}

@@ -19,9 +19,15 @@ from pathlib import Path
 
 from attnlab.errors import AttnlabError
 from attnlab.files import atomic_write
+from attnlab.models.swap import with_attention
 from attnlab.tasks.classify import SequenceClassificationRun
 from attnlab.tasks.config import RunConfig, load_run_config, merge, parse_overrides
+from attnlab.tasks.forecast import ForecastRun
+from attnlab.tasks.icl_regression import InContextRegressionRun
 from attnlab.tasks.lm import LanguageModelingRun
+from attnlab.tasks.seq2seq import Seq2SeqLMRun, Seq2SeqRun
+from attnlab.tasks.text_classify import TextClassificationRun
+from attnlab.tasks.vision import ImageClassificationRun
 from attnlab.train import distributed
 from attnlab.train.checkpoint import load_model_weights, resolve
 from attnlab.train.trainer import Trainer, native_bf16, pick_device
@@ -31,7 +37,11 @@ from attnlab.viz.curves import plot_training
 #: `sized_fields` (model fields its data fill in), `build(cfg, run_dir, device=, dist=, fresh=)
 #: -> (task, tokenizer or None)`, `load_tokenizer(run_dir)`, `describe(task)` and
 #: `evaluate(model, tokenizer, cfg, batches=)`; tasks.config.TASK_MODELS names its model config.
-TASKS = {"lm": LanguageModelingRun(), "classify": SequenceClassificationRun()}
+TASKS = {"lm": LanguageModelingRun(), "classify": SequenceClassificationRun(),
+         "icl-regression": InContextRegressionRun(), "seq2seq": Seq2SeqRun(),
+         "seq2seq-lm": Seq2SeqLMRun(), "text-classify": TextClassificationRun(),
+         "image-classify": ImageClassificationRun(),
+         "forecast": ForecastRun()}
 
 
 def default_run_dir(recipe: str) -> Path:
@@ -157,8 +167,24 @@ def load_run(run_dir: Path, *, checkpoint: str = "best", device="cpu"):
     return model.to(device).eval(), tokenizer, cfg
 
 
-def evaluate_run(run_dir: Path, *, checkpoint: str = "best", batches: int | None = None) -> dict:
-    """Validation loss, perplexity and bits per character of a language model; validation
-    and test loss and accuracy of a classifier."""
+def predict_run(run_dir: Path, texts: list[str], *, checkpoint: str = "best") -> list[dict]:
+    """The label (and probabilities) a classifier run gives each text; a run whose task does
+    not classify text (no `predict` on its kind) is an error."""
+    task = read_run_config(run_dir).task
+    if not hasattr(TASKS[task], "predict"):
+        raise AttnlabError(f"{run_dir} is a '{task}' run; predict needs a text "
+                           f"classifier run (task text-classify)")
     model, tokenizer, cfg = load_run(run_dir, checkpoint=checkpoint)
+    return TASKS[task].predict(model, tokenizer, cfg, texts)
+
+
+def evaluate_run(run_dir: Path, *, checkpoint: str = "best", batches: int | None = None,
+                 attention: str | None = None, options: dict | None = None) -> dict:
+    """Validation loss, perplexity and bits per character of a language model; validation
+    and test loss and accuracy of a classifier. With `attention`, the run's weights are
+    evaluated under that mechanism instead (`attnlab.models.swap.with_attention`)."""
+    model, tokenizer, cfg = load_run(run_dir, checkpoint=checkpoint)
+    if attention is not None:
+        model = with_attention(model, attention, options).model
+        cfg.model = model.config
     return TASKS[cfg.task].evaluate(model, tokenizer, cfg, batches=batches)
