@@ -71,12 +71,10 @@ def save(results: dict, path: Path) -> None:
 def grouped_bars(groups: dict[str, dict[str, float]], names: list[str], *, ylabel: str,
                  title: str, out: Path) -> Path:
     """One bar per name in each group (e.g. per precision), side by side; saved as PNG."""
-    import matplotlib
+    from attnlab.viz.plotting import figure
+    from attnlab.viz.plotting import save as save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = figure(figsize=(7, 3.5))
     width = 0.8 / len(groups)
     for i, (label, values) in enumerate(groups.items()):
         ax.bar([j + i * width for j in range(len(names))], [values[n] for n in names], width,
@@ -84,7 +82,4 @@ def grouped_bars(groups: dict[str, dict[str, float]], names: list[str], *, ylabe
     ax.set_xticks([j + width * (len(groups) - 1) / 2 for j in range(len(names))], names)
     ax.set(ylabel=ylabel, title=title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_png(fig, out)

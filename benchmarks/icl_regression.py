@@ -70,12 +70,10 @@ def main() -> None:
     for k in TABLE_K:
         if k < c.n_points:
             print(f"| {k} | " + " | ".join(f"{errors[n][k]:.3f}" for n in names) + " |")
-    import matplotlib
+    from attnlab.viz.plotting import figure
+    from attnlab.viz.plotting import save as save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = figure(figsize=(6.5, 4))
     for name in names:
         style = {"model": "o-", "zero": ":"}.get(name, "-")
         ax.plot(result["k"], errors[name], style, ms=3, label=name.replace("_", " "))
@@ -84,10 +82,7 @@ def main() -> None:
            title=f"in-context linear regression, d={c.n_dims} (dashed: k = d)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    png = args.out.with_suffix(".png")
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    png = save_png(fig, args.out.with_suffix(".png"))
     print(f"\nwrote {args.out} and {png}")
 
 

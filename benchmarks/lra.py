@@ -76,12 +76,10 @@ def table(task: str, results: dict) -> str:
 
 
 def plot(results: dict, out: Path) -> None:
-    import matplotlib
+    from attnlab.viz.plotting import figure
+    from attnlab.viz.plotting import save as save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
+    fig, axes = figure(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
     for ax, (task, runs) in zip(axes[0], results.items(), strict=True):
         for name, r in runs.items():
             ax.scatter(r["train_s"], r["test_accuracy"], s=r["peak_rss_mb"] / 4, alpha=0.6)
@@ -92,9 +90,7 @@ def plot(results: dict, out: Path) -> None:
         ax.set(xlabel="training time (s)", ylabel="test accuracy", title=f"lra-{task}")
         ax.legend(loc="lower right")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_png(fig, out)
 
 
 def main() -> None:

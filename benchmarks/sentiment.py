@@ -93,17 +93,15 @@ def table(results: dict) -> str:
 
 
 def plot(results: dict, out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from attnlab.viz.plotting import figure
+    from attnlab.viz.plotting import save as save_png
 
     names = [*results["variants"], "tfidf"]
     accs = [results["variants"][n]["test_accuracy"] for n in results["variants"]]
     accs.append(results["tfidf"]["test_accuracy"])
     labels = {"frozen": "MiniLM frozen\n+ linear", "finetune": "MiniLM\nfine-tuned",
               "scratch": "encoder from\nscratch", "tfidf": "TF-IDF +\nlogistic reg."}
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = figure(figsize=(6.5, 3.8))
     colors = ["tab:blue" if n != "tfidf" else "tab:gray" for n in names]
     bars = ax.bar([labels[n] for n in names], accs, color=colors)
     for bar, acc in zip(bars, accs, strict=True):
@@ -114,10 +112,7 @@ def plot(results: dict, out: Path) -> Path:
            title="VADER movie-review sentences, binary (1,004 test sentences)")
     ax.legend(loc="upper right")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_png(fig, out)
 
 
 def main() -> None:

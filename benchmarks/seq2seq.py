@@ -88,12 +88,10 @@ def table(results: dict) -> str:
 
 
 def plot(results: dict, out: Path) -> None:
-    import matplotlib
+    from attnlab.viz.plotting import figure
+    from attnlab.viz.plotting import save as save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.6), squeeze=False)
+    fig, axes = figure(1, len(results), figsize=(4.5 * len(results), 3.6), squeeze=False)
     for ax, (recipe, r) in zip(axes[0], results.items(), strict=True):
         base = next(k.split("_", 1)[0] for k in r if k.endswith(("_bleu", "_rouge1")))
         names = [m for m in METRICS if m in r]
@@ -105,9 +103,7 @@ def plot(results: dict, out: Path) -> None:
         ax.set(title=f"{recipe} ({r['steps']} steps)", ylabel="score (0-100)")
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_png(fig, out)
 
 
 def main() -> None:

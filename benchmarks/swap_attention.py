@@ -40,13 +40,11 @@ ROWS += [("longformer w=64 g=4", "longformer", {"window": 64, "global_tokens": 4
 
 
 def plot(results: list[dict], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from attnlab.viz.plotting import figure
+    from attnlab.viz.plotting import save as save_png
 
     full = next(r["perplexity"] for r in results if r["mechanism"] == "full")
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = figure(figsize=(6, 3.5))
     for mechanism, label in (("local", "local (window only)"),
                              ("longformer", "longformer (window + first token global)")):
         rows = [r for r in results if r["mechanism"] == mechanism
@@ -61,11 +59,8 @@ def plot(results: list[dict], out: Path) -> Path:
     ax.set_title(f"{MODEL}: attention swapped, weights unchanged", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_png(fig, out)
 
 
 def main(argv=None) -> None:

@@ -182,3 +182,25 @@ def test_unpermute_undoes_llama_cpps_rope_permutation():
     back = unpermute_rope_rows(torch.from_numpy(permute(w, 3)), 3)
     assert torch.equal(back, torch.from_numpy(w))
     assert not torch.equal(torch.from_numpy(permute(w, 3)), torch.from_numpy(w))
+
+
+def test_viz_reads_a_gguf_file_and_a_model_name(smollm, home, monkeypatch, tmp_path, capsys):
+    import json
+
+    import matplotlib.image as mpimg
+
+    path, _, tokenizer = smollm
+    monkeypatch.setenv("ATTNLAB_HOME", str(home))  # the fetched copy: no second download
+    text = "The capital of France is Paris."
+    page = tmp_path / "view.html"
+    assert main(["viz", str(path), "--text", text, "--out", str(page), "--layer", "29",
+                 "--head", "8"]) == 0
+    data = json.loads(page.read_text().split('id="attn-data">')[1].split("</script>")[0])
+    assert len(data["tokens"]["src"]) == len(tokenizer.encode(text))
+    png = tmp_path / "map.png"
+    assert main(["viz", SMOLLM2.name, "--text", text, "--out", str(png), "--layer", "0",
+                 "--head", "0"]) == 0
+    assert mpimg.imread(png).shape[1] > 500
+    capsys.readouterr()
+    assert main(["viz", str(path), "--text", text, "--out", str(png), "--layer", "30"]) == 2
+    assert "layer" in capsys.readouterr().err

@@ -443,12 +443,10 @@ def icl_accuracy(model, tokenizer, data: LabelledSet, *, template: str,
 def plot_icl(results: list[ICLResult], out: str | Path, *, title: str = "") -> Path:
     """Accuracy against k (mean, with a band of one std over draws and every draw as a dot),
     chance as a dotted line, one panel per result."""
-    import matplotlib
+    from attnlab.viz.plotting import figure
+    from attnlab.viz.plotting import save as save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.8), squeeze=False)
+    fig, axes = figure(1, len(results), figsize=(5 * len(results), 3.8), squeeze=False)
     for ax, r in zip(axes[0], results, strict=True):
         x = np.arange(len(r.shots))  # k on an even grid: 0, 1, 2, 4, 8, 16
         mean = np.array([r.mean(k) for k in r.shots])
@@ -464,11 +462,6 @@ def plot_icl(results: list[ICLResult], out: str | Path, *, title: str = "") -> P
                title=f"{r.task} ({r.queries} queries)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_png(fig, out, title=title)
