@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,8 @@ RECIPES = ("translate-en-es", "summarize-debian", "summarize-debian-gpt")
 METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL")
 
 
-def start(recipe: str, run_dir: Path, minutes: float | None, steps: int | None):
+def start(recipe: str, run_dir: Path, minutes: float | None, steps: int | None,
+          threads: int | None = None):
     if run_dir.exists():
         shutil.rmtree(run_dir)
     cmd = [sys.executable, "-m", "attnlab", "train", recipe, "--out", str(run_dir),
@@ -39,7 +41,11 @@ def start(recipe: str, run_dir: Path, minutes: float | None, steps: int | None):
         cmd += ["--max-minutes", str(minutes)]
     if steps is not None:
         cmd += ["--max-steps", str(steps)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = dict(os.environ)
+    if threads is not None:  # children sharing the cores: more threads than cores only spin
+        env["OMP_NUM_THREADS"] = str(threads)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
 
 
 def finish(recipe: str, child, run_dir: Path) -> dict:
@@ -118,7 +124,9 @@ def main() -> None:
     recipes = args.recipes.split(",")
     results: dict = {"machine": machine(), "parallel": args.parallel, "recipes": {}}
     if args.parallel:
-        children = {r: start(r, args.runs / r, args.minutes, args.steps) for r in recipes}
+        threads = max(1, (os.cpu_count() or 1) // len(recipes))
+        children = {r: start(r, args.runs / r, args.minutes, args.steps, threads)
+                    for r in recipes}
         for r, child in children.items():
             results["recipes"][r] = finish(r, child, args.runs / r)
             save(results, args.out)
