@@ -101,5 +101,7 @@ def test_a_fashion_package_whose_checksum_does_not_match_is_refused(tmp_path, mo
     out = tmp_path / "run"
     assert main(["train", "vit-fashion", "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
+    # progress goes to stderr (stdout may be a --json answer); the error is one line
+    err = [line for line in err if not line.startswith("downloading ")]
     assert len(err) == 1 and "checksum mismatch" in err[0], err
     assert not out.exists() or not any(out.iterdir())

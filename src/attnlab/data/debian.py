@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,13 @@ def _keep(got: Path, item, kept: Path) -> Path:
     return kept
 
 
+def _cached(item) -> tuple[Path, bool]:
+    """Where the pinned `item.archive` lives in the downloads cache, and whether it is there
+    whole (its sha256 matches)."""
+    kept = _downloads() / item.archive
+    return kept, kept.is_file() and sha256_file(kept) == item.sha256
+
+
 def fetch_deb(package: DebianPackage, *, quiet: bool = False) -> Path:
     """The pinned .deb in `cache_dir()/downloads`, downloaded with apt when missing or damaged.
 
@@ -128,14 +136,13 @@ def fetch_deb(package: DebianPackage, *, quiet: bool = False) -> Path:
         package: the pinned package.
         quiet: no progress message.
     """
-    downloads = _downloads()
-    kept = downloads / package.archive
-    if kept.is_file() and sha256_file(kept) == package.sha256:
+    kept, whole = _cached(package)
+    if whole:
         return kept
     apt = _need("apt-get", package)
-    if not quiet:
-        tqdm.write(f"downloading {package.source} with apt")
-    with tempfile.TemporaryDirectory(dir=downloads, prefix=".apt-") as tmp:
+    if not quiet:  # stderr: stdout may be a --json answer
+        tqdm.write(f"downloading {package.source} with apt", file=sys.stderr)
+    with tempfile.TemporaryDirectory(dir=kept.parent, prefix=".apt-") as tmp:
         os.chmod(tmp, 0o755)  # apt's unprivileged _apt user writes here when run as root
         _run([apt, "download", "-q", f"{package.name}={package.version}"], package, cwd=Path(tmp))
         debs = sorted(Path(tmp).glob("*.deb"))
@@ -164,17 +171,16 @@ def fetch_index(index: DebianIndex, *, quiet: bool = False) -> Path:
         index: the pinned file.
         quiet: no progress message.
     """
-    downloads = _downloads()
-    kept = downloads / index.archive
-    if kept.is_file() and sha256_file(kept) == index.sha256:
+    kept, whole = _cached(index)
+    if whole:
         return kept
     apt = _need("apt-get", index)
     helper = Path("/usr/lib/apt/apt-helper")
     if not helper.is_file():
         raise AttnlabError(f"{helper} not found: apt is too old or missing for {index.source}")
     if not quiet:
-        tqdm.write(f"downloading {index.source} with apt")
-    with tempfile.TemporaryDirectory(dir=downloads, prefix=".apt-") as tmp:
+        tqdm.write(f"downloading {index.source} with apt", file=sys.stderr)
+    with tempfile.TemporaryDirectory(dir=kept.parent, prefix=".apt-") as tmp:
         lists = Path(tmp) / "lists"
         (lists / "partial").mkdir(parents=True)
         os.chmod(tmp, 0o755)
@@ -193,7 +199,7 @@ def fetch_index(index: DebianIndex, *, quiet: bool = False) -> Path:
         if not found:
             raise AttnlabError(f"apt fetched no {index.source}: this machine's apt sources do not "
                                f"name the {index.suite} release; put {index.archive} into "
-                               f"{downloads} by hand")
+                               f"{kept.parent} by hand")
         plain = Path(tmp) / index.archive
         with open(plain, "wb") as out:
             proc = subprocess.run([str(helper), "cat-file", str(found[0])], stdout=out,
