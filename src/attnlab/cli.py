@@ -191,13 +191,6 @@ def cmd_train(args) -> int:
         print(f"\n{report(summary)} after {summary['step']} steps\nrun directory: {run_dir}\n"
               f"loss plot: {run_dir / 'loss.png'}\ntest metrics: attnlab eval {run_dir}")
         return 0
-    if cfg.task == "classify":
-        print(f"\nvalidation accuracy {summary['val_accuracy']:.4f} (loss "
-              f"{summary['val_loss']:.4f}) after {summary['step']} steps; chance "
-              f"{summary['chance_accuracy']:.4f}, majority class "
-              f"{summary['majority_accuracy']:.4f}")
-        print(f"run directory: {run_dir}\nloss plot: {run_dir / 'loss.png'}")
-        return 0
     print(f"\nvalidation loss {summary['val_loss']:.4f} nats/token "
           f"({summary['bits_per_char']:.3f} bits/char) after {summary['step']} steps; "
           f"unigram baseline {summary['unigram_loss']:.4f}")
@@ -398,11 +391,6 @@ def cmd_eval(args) -> int:
         return 0
     if report is not None:
         print(report(m))
-        return 0
-    if "test_accuracy" in m:
-        print(f"validation accuracy {m['val_accuracy']:.4f}  test accuracy "
-              f"{m['test_accuracy']:.4f}  (chance {m['chance_accuracy']:.4f}, majority class "
-              f"{m['majority_accuracy']:.4f})")
         return 0
     baseline = (f"  (unigram baseline {m['unigram_loss']:.4f})" if "unigram_loss" in m else
                 f"  ({m['tokens']:,} held-out tokens of {m['data']})")

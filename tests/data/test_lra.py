@@ -61,6 +61,25 @@ def test_generators_are_deterministic_per_seed():
     assert all(np.array_equal(x, y) for x, y in zip(c, d, strict=True))
 
 
+def test_first_token_baseline_answers_each_first_tokens_most_frequent_label():
+    # first token 1 -> labels 2, 2, 0 (guess 2); first token 3 -> label 1; 5 never seen (guess 0)
+    train = np.array([[1, 9], [1, 8], [1, 7], [3, 7]]), np.array([2, 2, 0, 1])
+    test = np.array([[1, 0], [3, 0], [5, 0], [1, 0]]), np.array([2, 0, 0, 0])
+    data = lra.ClassificationData("toy", {"train": train[0], "test": test[0]},
+                                  {"train": train[1], "test": test[1]},
+                                  tuple("abcdefghij"), 3, 0, {})
+    assert data.first_token_accuracy("test") == 0.5  # rows 0 and 2 right
+    assert data.first_token_accuracy("train") == 0.75
+
+
+def test_listops_first_token_is_the_outer_operator_and_predicts_more_than_the_majority():
+    tokens, labels = lra.listops(400, 128, seed=3)
+    data = lra.ClassificationData("listops", {"train": tokens, "test": tokens},
+                                  {"train": labels, "test": labels}, lra.LISTOPS_VOCAB, 10, 0, {})
+    assert set(np.unique(tokens[:, 0])) <= set(range(11, 15))
+    assert data.first_token_accuracy() > data.majority_accuracy() + 0.05
+
+
 def test_load_caches_once_and_checks_checksums(tmp_path, monkeypatch):
     monkeypatch.setenv("ATTNLAB_HOME", str(tmp_path))
     data = lra.load_lra("lra-retrieval", 64)

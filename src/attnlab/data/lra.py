@@ -81,6 +81,17 @@ class ClassificationData:
         majority = np.bincount(self.labels["train"], minlength=self.num_classes).argmax()
         return float((self.labels[split] == majority).mean())
 
+    def first_token_accuracy(self, split: str = "test") -> float:
+        """Accuracy of answering, for each first token, its most frequent training label: what
+        a classifier that reads nothing but the first token (ListOps' outermost operator,
+        retrieval's query) can reach, the floor a `cls`-pooled model meets first."""
+        first, labels = self.tokens["train"][:, 0].astype(np.int64), self.labels["train"]
+        counts = np.zeros((len(self.vocab), self.num_classes), dtype=np.int64)
+        np.add.at(counts, (first, labels), 1)
+        guess = counts.argmax(1)  # per first token; unseen ones get label 0
+        answer = guess[self.tokens[split][:, 0].astype(np.int64)]
+        return float((answer == self.labels[split]).mean())
+
 
 # -- ListOps -------------------------------------------------------------------------------------
 LISTOPS_OPS = ("MIN", "MAX", "MED", "SM")

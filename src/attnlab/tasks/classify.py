@@ -3,7 +3,8 @@ its pooled features names the class.
 
 Data: a `ClassificationData` (token arrays and labels in train / val / test splits). Loss: mean
 cross-entropy of the label. Metrics: loss and accuracy, beside chance (1 / classes) and the
-majority-class baseline (always the most frequent training label).
+majority-class baseline (always the most frequent training label) and the first-token baseline
+(the most frequent training label of each first token).
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class SequenceClassification:
 
     def baselines(self) -> dict:
         return {"chance_accuracy": 1.0 / self.data.num_classes,
-                "majority_accuracy": self.data.majority_accuracy("val")}
+                "majority_accuracy": self.data.majority_accuracy("val"),
+                "first_token_accuracy": self.data.first_token_accuracy("val")}
 
 
 class SequenceClassificationRun:
@@ -94,7 +96,17 @@ class SequenceClassificationRun:
                 f"{task.data.length} tokens")
 
     def evaluate(self, model, tokenizer, cfg, *, batches: int | None = None) -> dict:
-        """Validation and test loss and accuracy, beside chance and the majority class."""
+        """Validation and test loss and accuracy, beside chance, the majority class and the
+        first-token baseline."""
         task = SequenceClassification(model, load_lra(cfg.data.source, cfg.model.max_len),
                                       batch_size=cfg.train.batch_size)
         return {**task.evaluate(model), **task.evaluate(model, "test"), **task.baselines()}
+
+    @staticmethod
+    def format_metrics(m: dict) -> str:
+        """Accuracy beside chance, the majority class and the first-token baseline."""
+        test = f"  test accuracy {m['test_accuracy']:.4f}" if "test_accuracy" in m else ""
+        return (f"validation accuracy {m['val_accuracy']:.4f} (loss {m['val_loss']:.4f}){test}"
+                f"  (chance {m['chance_accuracy']:.4f}, majority class "
+                f"{m['majority_accuracy']:.4f}, first token alone "
+                f"{m['first_token_accuracy']:.4f})")

@@ -45,10 +45,12 @@ def plot_training(metrics_path: Path, out: Path, *, title: str = "") -> Path:
         ax = axes[3]
         ax.plot([r["step"] for r in accuracy], [r["val_accuracy"] for r in accuracy], "o-",
                 label="validation")
-        for key, style in (("chance_accuracy", ":"), ("majority_accuracy", "--")):
+        for key, style, label in (("chance_accuracy", ":", "chance"),
+                                  ("majority_accuracy", "--", "majority"),
+                                  ("first_token_accuracy", "-.", "first token alone")):
             level = next((r[key] for r in rows if key in r), None)
             if level is not None:
-                ax.axhline(level, color="gray", ls=style, lw=1, label=key.split("_")[0])
+                ax.axhline(level, color="gray", ls=style, lw=1, label=label)
         ax.set(xlabel="step", ylabel="accuracy", title="accuracy")
         ax.legend()
     for a in axes:
