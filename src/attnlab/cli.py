@@ -244,17 +244,31 @@ def cmd_generate(args) -> int:
 
         kind = TASKS[read_run_config(args.run_dir).task]
         if hasattr(kind, "transduce"):  # seq2seq kinds translate / summarize the prompt
+            sampling = [flag for flag, given in (
+                ("--temperature", args.temperature is not None), ("--top-k", args.top_k),
+                ("--top-p", args.top_p), ("--repetition-penalty", args.repetition_penalty),
+                ("--seed", args.seed is not None), ("--stop", args.stop), ("--chat", args.chat))
+                if given]
+            if sampling:
+                raise AttnlabError(f"{args.run_dir} translates / summarizes with beam search; "
+                                   f"{', '.join(sampling)} only apply to language models "
+                                   f"(set the beam width with --beam)")
             model, tokenizer, cfg = load_run(args.run_dir, checkpoint=args.checkpoint)
-            print(kind.transduce(model, tokenizer, cfg, args.prompt))
+            print(kind.transduce(model, tokenizer, cfg, args.prompt, beam_size=args.beam))
             return 0
+    if args.beam is not None:
+        raise AttnlabError(f"--beam is for translation / summarization runs; {args.run_dir} "
+                           f"is sampled (--temperature 0 for greedy)")
     model, tokenizer = load_lm(args.run_dir, args.checkpoint)
     prompt, shown = args.prompt, args.prompt
     if args.chat:
         if getattr(tokenizer, "chat", None) is None:
             raise AttnlabError(f"{args.run_dir} has no chat template; drop --chat")
         prompt, shown = tokenizer.chat_prompt(args.prompt), ""  # print the answer only
-    options = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                   top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+    options = dict(max_new_tokens=args.max_new_tokens,
+                   temperature=0.8 if args.temperature is None else args.temperature,
+                   top_k=args.top_k, top_p=args.top_p,
+                   repetition_penalty=args.repetition_penalty or 1.0,
                    seed=args.seed, stop=tuple(args.stop),
                    # a chat model ends its answer with eos (<|im_end|> for SmolLM2)
                    eos_id=getattr(tokenizer, "eos_id", None))
@@ -578,10 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wrap the prompt in the model's chat template as a user message and "
                         "print only the answer")
     p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--temperature", type=float, help="0 = greedy (default 0.8)")
     p.add_argument("--top-k", type=int)
     p.add_argument("--top-p", type=float)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--repetition-penalty", type=float, help="default 1.0 (off)")
+    p.add_argument("--beam", type=positive_int,
+                   help="beam width of a translation / summarization run (default 4)")
     p.add_argument("--seed", type=int)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")

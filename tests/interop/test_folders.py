@@ -155,6 +155,8 @@ def test_convert_hf_to_attnlab_gives_a_run_that_generate_reads(tmp_path, bpe, ca
     assert run("generate", out, "--prompt", "the cat", "--temperature", "0",
                "--max-new-tokens", "4", "--no-stream") == 0
     assert capsys.readouterr().out.startswith("the cat")
+    assert run("generate", out, "--prompt", "the cat", "--beam", "2") == 2
+    assert "--beam is for translation / summarization runs" in capsys.readouterr().err
 
 
 def test_convert_round_trip_gives_back_equal_tensors_and_tokenizer(tmp_path, bpe):

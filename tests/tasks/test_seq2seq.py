@@ -166,7 +166,8 @@ def test_bad_input_is_one_line_and_exit_2(tsv, tmp_path, capsys):
     assert "did you mean 'kjv-rv1909'" in err and len(err.splitlines()) == 1
 
 
-def test_empty_prompt_is_refused(tsv, tmp_path, capsys):
+def test_generate_takes_a_beam_width_and_refuses_sampling_flags_and_empty_prompts(
+        tsv, tmp_path, capsys):
     cfg = json.loads(json.dumps(TINY))
     cfg["data"]["source"] = str(tsv)
     cfg["train"].update(max_steps=2, eval_interval=2, checkpoint_interval=2)
@@ -178,6 +179,15 @@ def test_empty_prompt_is_refused(tsv, tmp_path, capsys):
     assert main(["generate", str(run), "--prompt", "   "]) == 2
     assert capsys.readouterr().err.strip() == ("attnlab: error: the prompt is empty; give the "
                                                "text to translate or summarize")
+    assert main(["generate", str(run), "--prompt", "two", "--beam", "1"]) == 0
+    model, tok, run_cfg = load_run(run)
+    assert capsys.readouterr().out.strip() == TASKS["seq2seq"].transduce(
+        model, tok, run_cfg, "two", beam_size=1).strip()
+    assert main(["generate", str(run), "--prompt", "two", "--temperature", "0.5",
+                 "--top-k", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--temperature, --top-k only apply to language models" in err and "--beam" in err
+    assert len(err.splitlines()) == 1
 
 
 def test_data_list_names_the_pair_datasets(capsys):

@@ -312,14 +312,17 @@ class _PairRun:
                                      in zip(sources[:3], refs[:3], outputs[:3], strict=True)]})
         return metrics
 
-    def transduce(self, model, tokenizer, cfg, prompt: str) -> str:
-        """The model's translation / summary of `prompt` (beam search)."""
+    def transduce(self, model, tokenizer, cfg, prompt: str, *,
+                  beam_size: int | None = None) -> str:
+        """The model's translation / summary of `prompt` (beam search, `beam_size` wide or the
+        kind's default)."""
         if not prompt.strip():
             raise AttnlabError("the prompt is empty; give the text to translate or summarize")
         empty = PairSplits(name="prompt", train=[], val=[], test=[], metrics=(),
                            baseline_name="", baseline=str)
         task = self.task_class(model, tokenizer, empty)
-        return task.generate(model, [prompt], beam_size=self.beam_size, alpha=self.alpha)[0]
+        return task.generate(model, [prompt], beam_size=beam_size or self.beam_size,
+                             alpha=self.alpha)[0]
 
     @staticmethod
     def format_metrics(m: dict) -> str:
