@@ -38,6 +38,29 @@ def test_equals_banded_dense_reference(T, window, causal, biased, data):
     assert torch.allclose(w, ref_w, atol=1e-6)
 
 
+@settings(max_examples=40, deadline=None)
+@given(Tk=st.integers(1, 300), window=st.integers(1, 150), causal=st.booleans(),
+       past=st.integers(0, 3), data=st.data())
+def test_fused_path_equals_the_dense_reference_in_value_and_gradient(Tk, window, causal, past,
+                                                                     data):
+    # The default path (no weights, no bias) runs blocks of up to 128 queries through SDPA.
+    B, H, Dh = 2, 2, 4
+    Tq = max(1, Tk - past)  # queries are the last Tq positions, as after a KV cache
+    q = torch.randn(B, H, Tq, Dh, dtype=torch.float64, requires_grad=True)
+    k, v = torch.randn(2, B, H, Tk, Dh, dtype=torch.float64).unbind(0)
+    k.requires_grad_(), v.requires_grad_()
+    bits = data.draw(st.lists(st.booleans(), min_size=B * Tk, max_size=B * Tk))
+    mask = torch.tensor(bits).view(B, Tk)
+    out, w = build("local", window=window)(q, k, v, causal=causal, key_padding_mask=mask)
+    ref, _ = banded_reference(q, k, v, window, causal=causal, key_padding_mask=mask)
+    assert w is None and torch.allclose(out, ref, atol=1e-10)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad((out * g).sum(), (q, k, v))
+    ref_grads = torch.autograd.grad((ref * g).sum(), (q, k, v))
+    for got, want in zip(grads, ref_grads, strict=True):
+        assert torch.allclose(got, want, atol=1e-10)
+
+
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("window", [17, 40])
 def test_window_covering_the_sequence_equals_full(causal, window):

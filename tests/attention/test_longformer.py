@@ -48,6 +48,32 @@ def test_equals_banded_plus_global_dense_reference(Tk, window, n_global, causal,
     assert torch.allclose(w, ref_w, atol=1e-6)
 
 
+@settings(max_examples=40, deadline=None)
+@given(Tk=st.integers(1, 300), window=st.integers(1, 150), n_global=st.integers(0, 5),
+       causal=st.booleans(), data=st.data())
+def test_fused_path_equals_the_dense_reference_in_value_and_gradient(Tk, window, n_global,
+                                                                     causal, data):
+    # The default path (no weights, no bias) runs blocks of up to 128 queries, with the global
+    # keys appended to each block's band, through SDPA.
+    B, H, Dh = 2, 2, 4
+    Tq = data.draw(st.integers(1, Tk)) if causal else Tk
+    q = torch.randn(B, H, Tq, Dh, dtype=torch.float64, requires_grad=True)
+    k, v = torch.randn(2, B, H, Tk, Dh, dtype=torch.float64).unbind(0)
+    k.requires_grad_(), v.requires_grad_()
+    bits = data.draw(st.lists(st.booleans(), min_size=B * Tk, max_size=B * Tk))
+    mask = torch.tensor(bits).view(B, Tk)
+    attn = build("longformer", window=window, global_tokens=n_global)
+    out, w = attn(q, k, v, causal=causal, key_padding_mask=mask)
+    ref, _ = longformer_reference(q, k, v, window, n_global, causal=causal,
+                                  key_padding_mask=mask)
+    assert w is None and torch.allclose(out, ref, atol=1e-10)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad((out * g).sum(), (q, k, v))
+    ref_grads = torch.autograd.grad((ref * g).sum(), (q, k, v))
+    for got, want in zip(grads, ref_grads, strict=True):
+        assert torch.allclose(got, want, atol=1e-10)
+
+
 def test_bidirectional_queries_that_are_not_the_first_are_not_global():
     """Non-causal with Tq < Tk: only queries at positions < global_tokens are global rows."""
     q = torch.randn(1, 2, 4, 4)

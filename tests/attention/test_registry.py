@@ -37,6 +37,8 @@ def test_unknown_option_suggests_nearest():
     ("local", {"window": 0}, "window must be an integer >= 1"),
     ("hard", {"k": 0}, "k must be an integer >= 1"),
     ("full", {"impl": "flashy"}, "unknown attention 'full' impl"),
+    ("local", {"impl": "flashy"}, "unknown attention 'local' impl"),
+    ("longformer", {"impl": "flashy"}, "unknown attention 'longformer' impl"),
     ("full", {"dropout": 1.5}, "dropout must be in"),
 ])
 def test_invalid_options_are_one_line_errors(name, opts, message):

@@ -140,8 +140,8 @@ def test_tied_embeddings_share_one_tensor_and_count_once():
 @pytest.mark.parametrize("attention", ["full", "local"])
 def test_flops_estimate_matches_torch_flop_counter(kind, attention):
     T = 32
-    # torch's counter does not see the CPU flash kernel, so count full's eager twin (same math)
-    opts = {"window": 8} if attention == "local" else {"impl": "eager"}
+    # torch's counter does not see the CPU flash kernel, so count the eager twins (same math)
+    opts = {"window": 8, "impl": "eager"} if attention == "local" else {"impl": "eager"}
     extra = {"num_classes": 3} if kind == "encoder" else {}
     model = tiny(kind, attention=attention, attention_options=opts, **extra)
     if kind == "seq2seq":
