@@ -1,6 +1,7 @@
 """Shared test utilities."""
 
 import torch
+from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 
@@ -17,3 +18,23 @@ class LargestTensor(TorchDispatchMode):
             if isinstance(t, torch.Tensor):
                 self.numel = max(self.numel, t.numel())
         return out
+
+
+def assert_same_values_and_gradients(out, ref, inputs, *, atol: float) -> None:
+    """`out` equals `ref`, and so do their gradients with respect to `inputs` under one random
+    upstream gradient."""
+    assert torch.allclose(out, ref, atol=atol)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad((out * g).sum(), inputs, retain_graph=True)
+    ref_grads = torch.autograd.grad((ref * g).sum(), inputs, retain_graph=True)
+    for got, want in zip(grads, ref_grads, strict=True):
+        assert torch.allclose(got, want, atol=atol)
+
+
+def random_qkv_with_padding(data, B, H, Tq, Tk, Dh):
+    """Float64 q (B, H, Tq, Dh), k, v (B, H, Tk, Dh) that require grad, and a hypothesis-drawn
+    key padding mask (B, Tk)."""
+    q = torch.randn(B, H, Tq, Dh, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(B, H, Tk, Dh, dtype=torch.float64, requires_grad=True) for _ in "kv")
+    bits = data.draw(st.lists(st.booleans(), min_size=B * Tk, max_size=B * Tk))
+    return q, k, v, torch.tensor(bits).view(B, Tk)

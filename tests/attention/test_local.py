@@ -6,7 +6,11 @@ from hypothesis import strategies as st
 from attnlab.attention import build
 from attnlab.attention.masks import dense_keep_mask, masked_softmax
 from attnlab.layers import ALiBiPositional
-from tests.helpers import LargestTensor
+from tests.helpers import (
+    LargestTensor,
+    assert_same_values_and_gradients,
+    random_qkv_with_padding,
+)
 
 
 def banded_reference(q, k, v, window, *, causal, key_padding_mask=None, bias=None):
@@ -44,21 +48,12 @@ def test_equals_banded_dense_reference(T, window, causal, biased, data):
 def test_fused_path_equals_the_dense_reference_in_value_and_gradient(Tk, window, causal, past,
                                                                      data):
     # The default path (no weights, no bias) runs blocks of up to 128 queries through SDPA.
-    B, H, Dh = 2, 2, 4
     Tq = max(1, Tk - past)  # queries are the last Tq positions, as after a KV cache
-    q = torch.randn(B, H, Tq, Dh, dtype=torch.float64, requires_grad=True)
-    k, v = torch.randn(2, B, H, Tk, Dh, dtype=torch.float64).unbind(0)
-    k.requires_grad_(), v.requires_grad_()
-    bits = data.draw(st.lists(st.booleans(), min_size=B * Tk, max_size=B * Tk))
-    mask = torch.tensor(bits).view(B, Tk)
+    q, k, v, mask = random_qkv_with_padding(data, 2, 2, Tq, Tk, 4)
     out, w = build("local", window=window)(q, k, v, causal=causal, key_padding_mask=mask)
     ref, _ = banded_reference(q, k, v, window, causal=causal, key_padding_mask=mask)
-    assert w is None and torch.allclose(out, ref, atol=1e-10)
-    g = torch.randn_like(ref)
-    grads = torch.autograd.grad((out * g).sum(), (q, k, v))
-    ref_grads = torch.autograd.grad((ref * g).sum(), (q, k, v))
-    for got, want in zip(grads, ref_grads, strict=True):
-        assert torch.allclose(got, want, atol=1e-10)
+    assert w is None
+    assert_same_values_and_gradients(out, ref, (q, k, v), atol=1e-10)
 
 
 @pytest.mark.parametrize("causal", [False, True])

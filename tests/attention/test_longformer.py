@@ -7,7 +7,11 @@ from attnlab.attention import MultiHeadAttention, build
 from attnlab.attention.masks import dense_keep_mask, masked_softmax
 from attnlab.errors import ConfigError
 from attnlab.layers import ALiBiPositional
-from tests.helpers import LargestTensor
+from tests.helpers import (
+    LargestTensor,
+    assert_same_values_and_gradients,
+    random_qkv_with_padding,
+)
 
 
 def longformer_reference(q, k, v, window, n_global, *, causal, key_padding_mask=None,
@@ -55,23 +59,14 @@ def test_fused_path_equals_the_dense_reference_in_value_and_gradient(Tk, window,
                                                                      causal, data):
     # The default path (no weights, no bias) runs blocks of up to 128 queries, with the global
     # keys appended to each block's band, through SDPA.
-    B, H, Dh = 2, 2, 4
     Tq = data.draw(st.integers(1, Tk)) if causal else Tk
-    q = torch.randn(B, H, Tq, Dh, dtype=torch.float64, requires_grad=True)
-    k, v = torch.randn(2, B, H, Tk, Dh, dtype=torch.float64).unbind(0)
-    k.requires_grad_(), v.requires_grad_()
-    bits = data.draw(st.lists(st.booleans(), min_size=B * Tk, max_size=B * Tk))
-    mask = torch.tensor(bits).view(B, Tk)
+    q, k, v, mask = random_qkv_with_padding(data, 2, 2, Tq, Tk, 4)
     attn = build("longformer", window=window, global_tokens=n_global)
     out, w = attn(q, k, v, causal=causal, key_padding_mask=mask)
     ref, _ = longformer_reference(q, k, v, window, n_global, causal=causal,
                                   key_padding_mask=mask)
-    assert w is None and torch.allclose(out, ref, atol=1e-10)
-    g = torch.randn_like(ref)
-    grads = torch.autograd.grad((out * g).sum(), (q, k, v))
-    ref_grads = torch.autograd.grad((ref * g).sum(), (q, k, v))
-    for got, want in zip(grads, ref_grads, strict=True):
-        assert torch.allclose(got, want, atol=1e-10)
+    assert w is None
+    assert_same_values_and_gradients(out, ref, (q, k, v), atol=1e-10)
 
 
 def test_bidirectional_queries_that_are_not_the_first_are_not_global():
