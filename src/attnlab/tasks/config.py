@@ -23,6 +23,7 @@ from attnlab.models.config import (
     _check_types,
     from_dict,
 )
+from attnlab.models.decision import DecisionConfig
 from attnlab.models.function_gpt import FunctionGPTConfig
 from attnlab.models.timeseries import ForecastConfig
 from attnlab.models.vit import VisionConfig
@@ -32,7 +33,8 @@ from attnlab.tasks.text_classify import TextClassifierConfig
 TASK_MODELS = {"lm": GPTConfig, "classify": EncoderConfig,
                "icl-regression": FunctionGPTConfig, "seq2seq": Seq2SeqConfig,
                "seq2seq-lm": GPTConfig, "text-classify": TextClassifierConfig,
-               "image-classify": VisionConfig, "forecast": ForecastConfig}
+               "image-classify": VisionConfig, "forecast": ForecastConfig,
+               "rl": DecisionConfig}
 
 
 @dataclass

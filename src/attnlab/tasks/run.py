@@ -25,6 +25,7 @@ from attnlab.tasks.config import RunConfig, load_run_config, merge, parse_overri
 from attnlab.tasks.forecast import ForecastRun
 from attnlab.tasks.icl_regression import InContextRegressionRun
 from attnlab.tasks.lm import LanguageModelingRun
+from attnlab.tasks.rl import OfflineRLRun
 from attnlab.tasks.seq2seq import Seq2SeqLMRun, Seq2SeqRun
 from attnlab.tasks.text_classify import TextClassificationRun
 from attnlab.tasks.vision import ImageClassificationRun
@@ -41,7 +42,7 @@ TASKS = {"lm": LanguageModelingRun(), "classify": SequenceClassificationRun(),
          "icl-regression": InContextRegressionRun(), "seq2seq": Seq2SeqRun(),
          "seq2seq-lm": Seq2SeqLMRun(), "text-classify": TextClassificationRun(),
          "image-classify": ImageClassificationRun(),
-         "forecast": ForecastRun()}
+         "forecast": ForecastRun(), "rl": OfflineRLRun()}
 
 
 def default_run_dir(recipe: str) -> Path:
