@@ -23,6 +23,11 @@ TINY_OPTIONS = {
     # tests/attention/test_lsh.py runs these properties on shared QK.
     "lsh": {"n_buckets": 4, "n_hashes": 2, "chunk_size": 4, "shared_qk": False},
     "performer": {"nb_features": 64},
+    # The learned scores (general, concat) and local-p need a fixed head_dim, which the
+    # registry tests vary (Dh 4 and 8): tests/attention/test_luong.py runs these properties on
+    # them at one head size.
+    "luong": {},
+    "luong-local": {"window": 2},
 }
 
 

@@ -27,6 +27,7 @@ from attnlab.models import (
 )
 from attnlab.models.decision import DecisionConfig, DecisionTransformer
 from attnlab.models.function_gpt import FunctionGPT, FunctionGPTConfig
+from attnlab.models.rnn import RNNSeq2Seq, RNNSeq2SeqConfig
 from attnlab.models.swap import with_attention
 from attnlab.models.timeseries import ForecastConfig, Forecaster
 from attnlab.models.vit import VisionConfig, ViT
@@ -58,6 +59,8 @@ __all__ = [
     "GPTConfig",
     "KVCache",
     "MultiHeadAttention",
+    "RNNSeq2Seq",
+    "RNNSeq2SeqConfig",
     "Seq2SeqConfig",
     "TextClassifierConfig",
     "TransformerConfig",

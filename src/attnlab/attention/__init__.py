@@ -9,6 +9,7 @@ from attnlab.attention import (  # noqa: F401  (registers the mechanisms)
     local,
     longformer,
     lsh,
+    luong,
     performer,
 )
 from attnlab.attention.base import Attention, AttentionBias, Capabilities, KVCache

@@ -35,6 +35,8 @@ SETTINGS: dict[str, tuple[str, Callable[[int], dict]]] = {
     "performer": ("performer", lambda n: {"nb_features": 256}),
     "lsh": ("lsh", lambda n: {"n_buckets": max(2, 2 * (n // 128)), "n_hashes": 2,
                               "chunk_size": 64}),
+    "luong": ("luong", lambda n: {}),
+    "luong-local": ("luong-local", lambda n: {"window": 64}),
 }
 DEFAULT_LENGTHS = (256, 512, 1024, 2048, 4096, 8192, 16384)
 

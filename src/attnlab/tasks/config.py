@@ -25,6 +25,7 @@ from attnlab.models.config import (
 )
 from attnlab.models.decision import DecisionConfig
 from attnlab.models.function_gpt import FunctionGPTConfig
+from attnlab.models.rnn import RNNSeq2SeqConfig
 from attnlab.models.timeseries import ForecastConfig
 from attnlab.models.vit import VisionConfig
 from attnlab.tasks.text_classify import TextClassifierConfig
@@ -34,7 +35,7 @@ TASK_MODELS = {"lm": GPTConfig, "classify": EncoderConfig,
                "icl-regression": FunctionGPTConfig, "seq2seq": Seq2SeqConfig,
                "seq2seq-lm": GPTConfig, "text-classify": TextClassifierConfig,
                "image-classify": VisionConfig, "forecast": ForecastConfig,
-               "rl": DecisionConfig}
+               "rl": DecisionConfig, "rnn-seq": RNNSeq2SeqConfig}
 
 
 @dataclass

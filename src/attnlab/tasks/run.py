@@ -27,6 +27,7 @@ from attnlab.tasks.icl_regression import InContextRegressionRun
 from attnlab.tasks.lm import LanguageModelingRun
 from attnlab.tasks.rl import OfflineRLRun
 from attnlab.tasks.seq2seq import Seq2SeqLMRun, Seq2SeqRun
+from attnlab.tasks.sequences import SequenceTransductionRun
 from attnlab.tasks.text_classify import TextClassificationRun
 from attnlab.tasks.vision import ImageClassificationRun
 from attnlab.train import distributed
@@ -42,7 +43,8 @@ TASKS = {"lm": LanguageModelingRun(), "classify": SequenceClassificationRun(),
          "icl-regression": InContextRegressionRun(), "seq2seq": Seq2SeqRun(),
          "seq2seq-lm": Seq2SeqLMRun(), "text-classify": TextClassificationRun(),
          "image-classify": ImageClassificationRun(),
-         "forecast": ForecastRun(), "rl": OfflineRLRun()}
+         "forecast": ForecastRun(), "rl": OfflineRLRun(),
+         "rnn-seq": SequenceTransductionRun()}
 
 
 def default_run_dir(recipe: str) -> Path:
