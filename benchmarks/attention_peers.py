@@ -20,7 +20,8 @@ own bucket and counts a pair met in both rounds once (`attend_across_buckets=Fal
 (any key of the chunk pair, repeated pairs counted twice). The other peers have no bias on
 their q/k/v projections and attnlab does: a little more work on attnlab's side.
 
-    .venv/bin/python -m benchmarks.attention_peers [--lengths 4096,16384] [--out FILE.json]
+    .venv/bin/python -m benchmarks.attention_peers [--lengths 4096,16384] [--pairs local,...]
+        [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ def main() -> None:
     parser.add_argument("--lengths", default="4096,16384")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("docs/bench/attention_peers.json"))
+    parser.add_argument("--pairs", default=",".join(PAIRS), help="comma-separated subset")
     parser.add_argument("--point", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.point:
@@ -145,7 +147,8 @@ def main() -> None:
         print(json.dumps(point(spec["name"], spec["n"], spec["repeats"])))
         return
     lengths = [int(x) for x in args.lengths.split(",")]
-    names = [name for pair in PAIRS.values() for name in pair]
+    pairs = {label: PAIRS[label] for label in args.pairs.split(",")}
+    names = [name for pair in pairs.values() for name in pair]
     results = {"machine": machine(), "d_model": D, "heads": H, "points": {}}
     bar = tqdm(total=len(names) * len(lengths), desc="peer points")
     for n in lengths:
@@ -164,7 +167,7 @@ def main() -> None:
     print(f"machine: {results['machine']}")
     print(f"{'pair':<11}{'n':>7}  {'attnlab ms':>11} {'peer ms':>9} {'time ratio':>10}  "
           f"{'attnlab MiB':>11} {'peer MiB':>9} {'mem ratio':>9}")
-    for label, (ours, peer) in PAIRS.items():
+    for label, (ours, peer) in pairs.items():
         for n in lengths:
             a, b = results["points"][f"{ours}@{n}"], results["points"][f"{peer}@{n}"]
             if "error" in a or "error" in b:
@@ -176,10 +179,10 @@ def main() -> None:
     save(results, args.out)
     n = lengths[-1]
     groups = {"attnlab": {}, "peer": {}}
-    for label, (ours, peer) in PAIRS.items():
+    for label, (ours, peer) in pairs.items():
         groups["attnlab"][label] = results["points"][f"{ours}@{n}"].get("seconds", 0.0)
         groups["peer"][label] = results["points"][f"{peer}@{n}"].get("seconds", 0.0)
-    png = grouped_bars(groups, list(PAIRS), ylabel="seconds per forward",
+    png = grouped_bars(groups, list(pairs), ylabel="seconds per forward",
                        title=f"efficient attention vs PyPI peers, n = {n}",
                        out=args.out.with_suffix(".png"))
     print(f"\nwrote {args.out} and {png}")
