@@ -3,7 +3,8 @@ import torch
 
 from attnlab.attention import available
 from attnlab.errors import AttnlabError, ConfigError
-from attnlab.models.decision import DecisionConfig, DecisionTransformer, interleave
+from attnlab.models.decision import DecisionConfig, DecisionTransformer
+from attnlab.models.transformer import interleave
 from tests.conftest import TINY_OPTIONS
 
 B, K, S = 2, 5, 3

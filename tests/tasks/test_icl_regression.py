@@ -10,7 +10,7 @@ import torch
 from attnlab.cli import main
 from attnlab.data.functions import sample_linear_regression
 from attnlab.errors import AttnlabError, ConfigError
-from attnlab.models.function_gpt import FunctionGPT, FunctionGPTConfig, interleave
+from attnlab.models.function_gpt import FunctionGPT, FunctionGPTConfig, interleave_points
 from attnlab.tasks.icl_regression import active_dims
 from attnlab.tasks.regression_baselines import (
     averaging,
@@ -70,7 +70,7 @@ def tiny_config(**kw) -> FunctionGPTConfig:
 def test_interleave_puts_y_after_its_x_padded_with_zeros():
     xs = torch.arange(12.0).view(1, 2, 6)[..., :3].reshape(1, 2, 3)
     ys = torch.tensor([[10.0, 20.0]])
-    z = interleave(xs, ys)
+    z = interleave_points(xs, ys)
     assert torch.equal(z[0, 0], xs[0, 0]) and torch.equal(z[0, 2], xs[0, 1])
     assert z[0, 1].tolist() == [10.0, 0.0, 0.0] and z[0, 3].tolist() == [20.0, 0.0, 0.0]
 

@@ -16,6 +16,13 @@ from attnlab.layers.positional import POSITIONAL
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str, "None": type(None)}
 
 
+def check_positive(config, *names: str) -> None:
+    """Each named field of `config` must be >= 1 (one ConfigError naming the first that is not)."""
+    for name in names:
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be an integer >= 1, got {getattr(config, name)}")
+
+
 def _check_types(config) -> None:
     """Each field holds a value of its annotated type (ints are accepted as floats)."""
     for f in dataclasses.fields(config):
@@ -114,9 +121,7 @@ class TransformerConfig:
 
     def __post_init__(self):
         _check_types(self)
-        for name in ("vocab_size", "d_model", "n_heads", "n_layers", "max_len"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)}")
+        check_positive(self, "vocab_size", "d_model", "n_heads", "n_layers", "max_len")
         if self.ff_chunks < 0:
             raise ConfigError(f"ff_chunks must be an integer >= 0 (0 = off), "
                               f"got {self.ff_chunks}")

@@ -26,11 +26,12 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.errors import AttnlabError, ConfigError
-from attnlab.models.config import TransformerConfig
+from attnlab.models.config import TransformerConfig, check_positive
 from attnlab.models.transformer import (
     ModelInfo,
     TransformerStack,
     init_gpt2_,
+    interleave,
     linear_flops,
     positional_from_config,
 )
@@ -70,9 +71,7 @@ class DecisionConfig(TransformerConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("state_dim", "act_dim", "max_ep_len", "context", "eval_episodes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)}")
+        check_positive(self, "state_dim", "act_dim", "max_ep_len", "context", "eval_episodes")
         if self.return_scale <= 0:
             raise ConfigError(f"return_scale must be > 0, got {self.return_scale}")
         if self.positional == "learned" and self.max_len < self.tokens_per_window:
@@ -95,12 +94,6 @@ class DecisionConfig(TransformerConfig):
         except ValueError:
             raise ConfigError(f"eval_targets must be comma-separated numbers like '500,250', "
                               f"got '{self.eval_targets}'") from None
-
-
-def interleave(*streams: Tensor) -> Tensor:
-    """n streams (B, K, d) -> (B, n K, d) ordered step by step: s1_1, s2_1, ..., s1_2, ..."""
-    b, k, d = streams[0].shape
-    return torch.stack(streams, dim=2).reshape(b, len(streams) * k, d)
 
 
 class DecisionTransformer(ModelInfo, nn.Module):

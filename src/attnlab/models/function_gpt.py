@@ -22,6 +22,7 @@ from attnlab.models.transformer import (
     ModelInfo,
     TransformerStack,
     init_gpt2_,
+    interleave,
     linear_flops,
     positional_from_config,
 )
@@ -52,12 +53,11 @@ class FunctionGPTConfig(GPTConfig):
                               f"pairs; set max_len >= {2 * self.n_points}")
 
 
-def interleave(xs: Tensor, ys: Tensor) -> Tensor:
+def interleave_points(xs: Tensor, ys: Tensor) -> Tensor:
     """xs (B, K, d), ys (B, K) -> (B, 2K, d): x_1, [y_1, 0, ...], x_2, [y_2, 0, ...], ..."""
-    B, K, d = xs.shape
     ys_wide = torch.zeros_like(xs)
     ys_wide[..., 0] = ys  # (B, K, d) the scalar padded with zeros
-    return torch.stack((xs, ys_wide), dim=2).reshape(B, 2 * K, d)
+    return interleave(xs, ys_wide)
 
 
 class FunctionGPT(ModelInfo, nn.Module):
@@ -87,7 +87,7 @@ class FunctionGPT(ModelInfo, nn.Module):
         if xs.shape[1] > c.n_points:
             raise AttnlabError(f"{xs.shape[1]} points exceed the model's n_points "
                                f"{c.n_points}")
-        z = self.read_in(interleave(xs, ys))  # (B, 2K, d_model)
+        z = self.read_in(interleave_points(xs, ys))  # (B, 2K, d_model)
         h = self.stack(self.drop(self.positional.embed(z, 0, None)), causal=True,
                        positional=self.positional)
         return self.read_out(h[:, ::2]).squeeze(-1)  # (B, K) read at the x tokens

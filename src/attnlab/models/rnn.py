@@ -35,7 +35,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attnlab.attention.registry import build
 from attnlab.errors import AttnlabError, ConfigError, did_you_mean
-from attnlab.models.config import _check_types, from_dict
+from attnlab.models.config import _check_types, check_positive, from_dict
 
 ATTENTIONS = ("none", "bahdanau", "luong", "luong-local")
 #: the paper's score when `score` is left empty
@@ -77,9 +77,7 @@ class RNNSeq2SeqConfig:
 
     def __post_init__(self):
         _check_types(self)
-        for name in ("vocab_size", "d_embed", "hidden", "n_layers", "max_len"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)}")
+        check_positive(self, "vocab_size", "d_embed", "hidden", "n_layers", "max_len")
         if self.attention not in ATTENTIONS:
             raise ConfigError(f"unknown rnn attention '{self.attention}'"
                               f"{did_you_mean(self.attention, ATTENTIONS)}; choose from: "

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.errors import AttnlabError, ConfigError
-from attnlab.models.config import TransformerConfig
+from attnlab.models.config import TransformerConfig, check_positive
 from attnlab.models.transformer import (
     ModelInfo,
     TransformerStack,
@@ -49,9 +49,7 @@ class ForecastConfig(TransformerConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("context", "horizon", "season"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)}")
+        check_positive(self, "context", "horizon", "season")
         if self.positional == "learned" and self.max_len < self.context:
             raise ConfigError(f"learned positions need max_len >= context, got max_len "
                               f"{self.max_len} < context {self.context}")

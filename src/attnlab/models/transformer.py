@@ -136,6 +136,13 @@ class TransformerStack(nn.Module):
         return flops
 
 
+def interleave(*streams: Tensor) -> Tensor:
+    """n token streams (B, K, d) -> (B, n K, d) ordered step by step: s1_1, s2_1, ..., s1_2, ...
+    (the Decision Transformer's R, s, a; the in-context regressor's x, y)."""
+    b, k, d = streams[0].shape
+    return torch.stack(streams, dim=2).reshape(b, len(streams) * k, d)
+
+
 def positional_from_config(c: TransformerConfig):
     """The positional encoding a config names, sized for it."""
     return build_positional(c.positional, d_model=c.d_model, n_heads=c.n_heads,

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from attnlab.errors import ConfigError
 from attnlab.layers.patch import PatchEmbed, check_patches, sincos_2d_table
-from attnlab.models.config import TransformerConfig, _check_choice
+from attnlab.models.config import TransformerConfig, _check_choice, check_positive
 from attnlab.models.heads import classifier
 from attnlab.models.transformer import ModelInfo, TransformerStack, init_gpt2_, linear_flops
 
@@ -57,9 +57,7 @@ class VisionConfig(TransformerConfig):
         if self.positional != "none":
             raise ConfigError(f"a ViT takes 2-D positions (image_positional), not positional "
                               f"'{self.positional}'; leave positional at 'none'")
-        for name in ("image_size", "patch_size", "channels"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)}")
+        check_positive(self, "image_size", "patch_size", "channels")
         if self.num_classes < 0:
             raise ConfigError(f"num_classes must be >= 0, got {self.num_classes}")
         check_patches(self.image_size, self.image_size, self.patch_size)
