@@ -191,6 +191,20 @@ def test_post_norm_block_by_hand(causal):
         torch.testing.assert_close(block(x, causal=causal), expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_block_residual_dropout_only_in_training(norm_first):
+    block = tiny_block(norm_first)
+    dropped = Block(block.self_attn, block.ffn, lambda: nn.LayerNorm(16), norm_first=norm_first,
+                    dropout=0.5)
+    dropped.load_state_dict(block.state_dict())
+    x = torch.randn(2, 6, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(dropped.eval()(x), block(x))
+        assert not torch.allclose(dropped.train()(x), block(x), atol=1e-3)
+    # p = 0 builds no dropout modules: decoding would pay a module call per sublayer for them
+    assert not any(isinstance(m, (nn.Dropout, nn.Identity)) for m in block.modules())
+
+
 def test_pre_and_post_norm_differ_on_same_weights():
     pre = tiny_block(norm_first=True)
     post = tiny_block(norm_first=False)

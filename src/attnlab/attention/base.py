@@ -232,9 +232,9 @@ class KVCache:
                 vb[:, :, :past] = self.v
             self._buffers = (kb, vb)
         kb, vb = self._buffers
-        kb[:, :, past:n] = k
-        vb[:, :, past:n] = v
-        return kb[:, :, :n], vb[:, :, :n]
+        kb.narrow(2, past, n - past).copy_(k)  # narrow: cheaper than slice indexing per step
+        vb.narrow(2, past, n - past).copy_(v)
+        return kb.narrow(2, 0, n), vb.narrow(2, 0, n)
 
     def reorder(self, index: Tensor) -> None:
         """Select batch rows (beam search): every stored tensor is indexed along dim 0."""

@@ -41,7 +41,7 @@ class FeedForward(nn.Module):
         self.fc1 = nn.Linear(d_model, d_ff, bias=bias)  # the gate for SwiGLU
         self.fc_up = nn.Linear(d_model, d_ff, bias=bias) if self.gated else None
         self.fc2 = nn.Linear(d_ff, d_model, bias=bias)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None  # None: no call (see Block)
 
     def extra_repr(self) -> str:
         return f"activation={self.activation}"
@@ -51,4 +51,6 @@ class FeedForward(nn.Module):
             h = F.silu(self.fc1(x)) * self.fc_up(x)
         else:
             h = ACTIVATIONS[self.activation](self.fc1(x))
-        return self.fc2(self.dropout(h))
+        if self.dropout is not None:
+            h = self.dropout(h)
+        return self.fc2(h)

@@ -84,8 +84,12 @@ class LearnedPositional(PositionalEncoding):
         nn.init.normal_(self.weight, std=0.02)
 
     def embed(self, x: Tensor, start: int = 0, positions: Tensor | None = None) -> Tensor:
-        pos = token_positions(x.shape[1], start, positions, x.device)
-        end = int(pos.max()) + 1 if pos.numel() else 0
+        if positions is None:  # consecutive: a slice of the table, no index tensor to build
+            pos = slice(start, start + x.shape[1])
+            end = pos.stop
+        else:
+            pos = token_positions(x.shape[1], start, positions, x.device)
+            end = int(pos.max()) + 1 if pos.numel() else 0
         if end > self.max_len:
             raise AttnlabError(
                 f"sequence reaches position {end} but the learned positional encoding has "

@@ -244,8 +244,9 @@ class ReversibleSequence(nn.Module):
                                   f"(norm_first) and no cross-attention")
             ffn = (block.ffn if ffn_chunk_size is None
                    else ChunkedFeedForward(block.ffn, ffn_chunk_size))
-            fs.append(AttentionSublayer(block.self_attn, block.attn_norm, block.dropout))
-            gs.append(FeedForwardSublayer(ffn, block.ffn_norm, block.dropout))
+            dropout = block.dropout if block.dropout is not None else 0.0  # None: p = 0
+            fs.append(AttentionSublayer(block.self_attn, block.attn_norm, dropout))
+            gs.append(FeedForwardSublayer(ffn, block.ffn_norm, dropout))
         return cls(fs, gs, merge=merge)
 
     def extra_repr(self) -> str:

@@ -165,9 +165,11 @@ def check_tokens(idx: Tensor, vocab_size: int, what: str = "token ids") -> None:
         raise AttnlabError(f"{what} must be an integer tensor, got {idx.dtype}")
     if idx.dim() != 2:
         raise AttnlabError(f"{what} must be shaped (batch, length), got {tuple(idx.shape)}")
-    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= vocab_size):
-        raise AttnlabError(f"{what} must lie in [0, {vocab_size}), got range "
-                           f"[{int(idx.min())}, {int(idx.max())}]")
+    if idx.numel():
+        low, high = (int(v) for v in idx.aminmax())
+        if low < 0 or high >= vocab_size:
+            raise AttnlabError(f"{what} must lie in [0, {vocab_size}), got range "
+                               f"[{low}, {high}]")
 
 
 def init_gpt2_(model: nn.Module, n_residual_layers: int) -> None:
