@@ -81,22 +81,22 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3, help="steps per timed sample")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--unmatched", action="store_true",
-                        help="also time attnlab's default beside x-transformers' default")
+                        help="also time attnlab's default beside both peers' defaults")
     parser.add_argument("--out", type=Path, default=Path("docs/bench/train_throughput.json"))
     args = parser.parse_args()
     torch.manual_seed(0)
-    # name -> (builder, forward returning logits); PAIRS says who is compared with whom.
+    # name -> (builder, forward returning logits); `pairs` says who is compared with whom.
     peers = {
         "attnlab": (lambda: attnlab_model(activation="gelu_tanh"), lambda m, x: m(x)),
         "hf-gpt2": (hf_model, lambda m, x: m(x).logits),
         "attnlab-no-bias": (lambda: attnlab_model(bias=False), lambda m, x: m(x)),
         "x-transformers": (x_model, lambda m, x: m(x)),
     }
-    pairs = {"hf-gpt2": "attnlab", "x-transformers": "attnlab-no-bias"}
+    pairs = [("attnlab", "hf-gpt2"), ("attnlab-no-bias", "x-transformers")]  # (ours, peer)
     if args.unmatched:
         peers["attnlab-default"] = (attnlab_model, lambda m, x: m(x))
         peers["x-transformers-default"] = (lambda: x_model(ff_bias=True), lambda m, x: m(x))
-        pairs["x-transformers-default"] = "attnlab-default"
+        pairs += [("attnlab-default", "hf-gpt2"), ("attnlab-default", "x-transformers-default")]
     flops_per_token = 3 * attnlab_model().flops_per_token(T)  # forward + backward
     results = {"machine": machine(), "shape": dict(batch=B, context=T, vocab=V, d_model=D,
                                                    layers=L, heads=H),
@@ -114,17 +114,17 @@ def main() -> None:
             "matmul_peak_gflops": peak,
             "tokens_per_s": tok_s,
             "mfu": {n: t * flops_per_token / (peak * 1e9) for n, t in tok_s.items()},
-            "attnlab_vs": {peer: tok_s[ours] / tok_s[peer] for peer, ours in pairs.items()},
+            "ratios": {f"{ours} / {peer}": tok_s[ours] / tok_s[peer] for ours, peer in pairs},
         }
     bar.close()
     print(f"machine: {results['machine']}")
     for precision, run in results["runs"].items():
         print(f"\n{precision}: matmul peak {run['matmul_peak_gflops']:.0f} GFLOP/s")
         for name, t in run["tokens_per_s"].items():
-            ratio = (f"  {pairs[name]} is {run['attnlab_vs'][name]:.2f}x" if name in pairs
-                     else "")
             print(f"  {name:<22} {t:8.0f} tok/s  MFU {run['mfu'][name]:5.1%}  "
-                  f"{results['parameters'][name]:,} parameters{ratio}")
+                  f"{results['parameters'][name]:,} parameters")
+        for pair, ratio in run["ratios"].items():
+            print(f"  {pair:<40} {ratio:.2f}x")
     save(results, args.out)
     png = grouped_bars({p: run["tokens_per_s"] for p, run in results["runs"].items()},
                        list(peers), ylabel="training tokens / s",
