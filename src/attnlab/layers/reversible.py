@@ -41,27 +41,34 @@ from attnlab.errors import ConfigError
 MERGES = ("mean", "concat")
 
 
+def _dropout_module(dropout: nn.Module | float | None) -> nn.Module | None:
+    """A Block's dropout (a module, or None at p = 0) or a probability -> module or None."""
+    if dropout is None or isinstance(dropout, nn.Module):
+        return dropout
+    return nn.Dropout(dropout) if dropout > 0 else None
+
+
 class AttentionSublayer(nn.Module):
     """F of a reversible layer: dropout(self_attn(norm(x))), a pre-norm Block's attention branch.
 
     Args:
         self_attn: a `MultiHeadAttention` (any registered mechanism).
         norm: the norm applied to the branch input.
-        dropout: residual dropout on the branch output (a module, or its probability).
+        dropout: residual dropout on the branch output (a module, its probability, or None).
     """
 
     def __init__(self, self_attn: MultiHeadAttention, norm: nn.Module,
-                 dropout: nn.Module | float = 0.0):
+                 dropout: nn.Module | float | None = None):
         super().__init__()
         self.self_attn, self.norm = self_attn, norm
-        self.dropout = dropout if isinstance(dropout, nn.Module) else nn.Dropout(dropout)
+        self.dropout = _dropout_module(dropout)
 
     def forward(self, x: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None,
                 positional=None, positions: Tensor | None = None) -> Tensor:
         """x (B, T, d) -> (B, T, d); the keywords are those of `MultiHeadAttention`."""
         out, _ = self.self_attn(self.norm(x), causal=causal, key_padding_mask=key_padding_mask,
                                 positional=positional, positions=positions)
-        return self.dropout(out)
+        return out if self.dropout is None else self.dropout(out)
 
 
 class FeedForwardSublayer(nn.Module):
@@ -70,16 +77,17 @@ class FeedForwardSublayer(nn.Module):
     Args:
         ffn: the position-wise network (a `FeedForward`, or a `ChunkedFeedForward` around one).
         norm: the norm applied to the branch input.
-        dropout: residual dropout on the branch output (a module, or its probability).
+        dropout: residual dropout on the branch output (a module, its probability, or None).
     """
 
-    def __init__(self, ffn: nn.Module, norm: nn.Module, dropout: nn.Module | float = 0.0):
+    def __init__(self, ffn: nn.Module, norm: nn.Module, dropout: nn.Module | float | None = None):
         super().__init__()
         self.ffn, self.norm = ffn, norm
-        self.dropout = dropout if isinstance(dropout, nn.Module) else nn.Dropout(dropout)
+        self.dropout = _dropout_module(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.ffn(self.norm(x)))
+        out = self.ffn(self.norm(x))
+        return out if self.dropout is None else self.dropout(out)
 
 
 class ChunkedFeedForward(nn.Module):
@@ -244,9 +252,8 @@ class ReversibleSequence(nn.Module):
                                   f"(norm_first) and no cross-attention")
             ffn = (block.ffn if ffn_chunk_size is None
                    else ChunkedFeedForward(block.ffn, ffn_chunk_size))
-            dropout = block.dropout if block.dropout is not None else 0.0  # None: p = 0
-            fs.append(AttentionSublayer(block.self_attn, block.attn_norm, dropout))
-            gs.append(FeedForwardSublayer(ffn, block.ffn_norm, dropout))
+            fs.append(AttentionSublayer(block.self_attn, block.attn_norm, block.dropout))
+            gs.append(FeedForwardSublayer(ffn, block.ffn_norm, block.dropout))
         return cls(fs, gs, merge=merge)
 
     def extra_repr(self) -> str:
