@@ -1,7 +1,7 @@
 """torchrun DDP, thinly: `torchrun --nproc_per_node K -m attnlab train ...`.
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; this module only turns them into a process group
-(gloo on CPU, nccl on GPU) and offers the two collectives the trainer needs. Without torchrun
+(gloo on CPU, nccl on GPU) and offers the few collectives the trainer needs. Without torchrun
 everything degrades to a single process with no process group.
 """
 
@@ -50,6 +50,17 @@ def mean(value: torch.Tensor, d: Dist) -> torch.Tensor:
     value = value.detach().clone()
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value / d.world
+
+
+def any_true(flag: bool, d: Dist, device: torch.device | str = "cpu") -> bool:
+    """Whether `flag` holds in any process: decisions every process must take together (a
+    time limit read from each process's own clock would otherwise stop them at different
+    steps, and the ones left would wait forever in the next all-reduce)."""
+    if not d.active:
+        return flag
+    value = torch.tensor(float(flag), device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def barrier(d: Dist) -> None:

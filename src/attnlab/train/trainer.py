@@ -46,7 +46,10 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` -> bf16 where the hardware computes it natively, else fp32."""
+    """`auto` -> bf16 where the hardware computes it natively, else fp32; fp16 needs a GPU."""
+    if precision == "fp16" and device.type != "cuda":
+        raise AttnlabError("train.precision=fp16 needs a GPU (CPUs here have no fast fp16); "
+                           "use bf16 on CPU")
     if precision != "auto":
         return precision
     return "bf16" if native_bf16(device) else "fp32"
@@ -56,9 +59,7 @@ def autocast_context(precision: str, device: torch.device):
     """bf16 autocast (CPU or GPU), fp16 autocast (GPU only), or nothing for fp32."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    if precision == "fp16" and device.type != "cuda":
-        raise AttnlabError("train.precision=fp16 needs a GPU (CPUs here have no fast fp16); "
-                           "use bf16 on CPU")
+    resolve_precision(precision, device)  # fp16 on a CPU is refused there
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
 
@@ -197,7 +198,8 @@ class Trainer:
             tok_s = tokens / max(time.perf_counter() - window_t, 1e-9)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.lr:.2e}", tok_s=f"{tok_s:,.0f}")
-            out_of_time = deadline is not None and time.perf_counter() > deadline
+            out_of_time = deadline is not None and distributed.any_true(
+                time.perf_counter() > deadline, self.dist, self.device)
             final = self.step == cfg.max_steps or out_of_time
             if self.step % cfg.log_interval == 0 or final:
                 self.log({"step": self.step, "loss": loss, "lr": self.lr,
@@ -205,12 +207,15 @@ class Trainer:
                 window_t, window_steps = time.perf_counter(), 0
             if self.step % cfg.eval_interval == 0 or final:
                 last_eval = self._evaluate()
-                bar.write(f"step {self.step}: val_loss {last_eval['val_loss']:.4f}")
+                if self.dist.main:  # every process evaluates; one reports
+                    bar.write(f"step {self.step}: val_loss {last_eval['val_loss']:.4f}")
             if self.step % cfg.checkpoint_interval == 0 or final:
                 self.save("last", last_eval)
             if out_of_time:
                 stopped_early = True
-                bar.write(f"time limit of {cfg.max_minutes} min reached at step {self.step}")
+                if self.dist.main:
+                    bar.write(f"time limit of {cfg.max_minutes} min reached at step "
+                              f"{self.step}")
                 break
         bar.close()
         return {"step": self.step, "best_val_loss": self.best, "stopped_early": stopped_early,
