@@ -67,3 +67,12 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
 def test_overrides_are_typed_and_nested():
     assert parse_overrides(["a=1", "b=3e-4", "c=true", "d.e=x", "d.f=[1, 2]"]) == {
         "a": 1, "b": 3e-4, "c": True, "d": {"e": "x", "f": [1, 2]}}
+
+
+def test_a_reader_that_leaves_early_gets_a_quiet_exit():
+    """`attnlab recipes | head -1`: the broken pipe ends the command without a traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "attnlab", "recipes"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the command has written anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == "", err

@@ -134,21 +134,26 @@ def cmd_recipes(args) -> int:
 
 def cmd_data(args) -> int:
     from attnlab.data import list_corpora, prepare_corpus
+    from attnlab.data.corpora import CORPORA
     from attnlab.data.pairs import PAIR_DATASETS, list_pair_datasets, prepare_pairs
     from attnlab.data.sentiment import SENTIMENT_SETS, list_sentiment_sets, load_sentiment
 
     if args.action == "list":
         for c in [*list_corpora(), *list_pair_datasets(), *list_sentiment_sets()]:
-            print(f"  {c.name:<12} {c.description}  [{c.license}; from {c.source}]")
+            print(f"  {c.name:<12} {c.description}  [{c.license}; from {c.source}; "
+                  f"sha256 {', '.join(pin[:16] for pin in c.pins)}]")
         return 0
     if args.name in SENTIMENT_SETS:
         data = load_sentiment(args.name)
         sizes = ", ".join(f"{len(data.texts[s]):,} {s}" for s in data.texts)
         print(f"{args.name}: {sizes} sentences ({', '.join(data.label_names)})")
         return 0
-    path = (prepare_pairs(args.name) if args.name in PAIR_DATASETS
-            else prepare_corpus(args.name))
-    print(f"{args.name}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    if args.name in PAIR_DATASETS:
+        path, pins = prepare_pairs(args.name), PAIR_DATASETS[args.name].pins
+    else:
+        path, pins = prepare_corpus(args.name), CORPORA[args.name].pins
+    print(f"{args.name}: {path} ({path.stat().st_size / 1e6:.1f} MB; built from inputs "
+          f"matching sha256 {', '.join(pin[:16] for pin in pins)})")
     return 0
 
 
@@ -187,12 +192,24 @@ def cmd_train(args) -> int:
     from attnlab.tasks.run import TASKS, prepare_run, train_run
 
     overrides = list(args.set)
+    if args.data is not None:
+        overrides.append(f"data.source={args.data}")
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
     if args.max_minutes is not None:
         overrides.append(f"train.max_minutes={args.max_minutes}")
     cfg, run_dir = prepare_run(args.recipe, overrides, args.out, resume=args.resume)
-    summary = train_run(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+    try:
+        summary = train_run(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        from attnlab.train.checkpoint import resolve
+
+        # Checkpoints are written atomically, so the last one is whole.
+        kept = (f"; the last checkpoint is kept: attnlab train --resume --out {run_dir}"
+                if resolve(run_dir / "last") is not None else
+                f"; no checkpoint had been written, so the run left nothing in {run_dir}")
+        print(f"attnlab: interrupted{kept}", file=sys.stderr)
+        return 130
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     report = getattr(TASKS[cfg.task], "format_metrics", None)
@@ -277,8 +294,9 @@ def cmd_generate(args) -> int:
     options = dict(max_new_tokens=args.max_new_tokens,
                    temperature=0.8 if args.temperature is None else args.temperature,
                    top_k=args.top_k, top_p=args.top_p,
-                   repetition_penalty=args.repetition_penalty or 1.0,
-                   seed=args.seed, stop=tuple(args.stop),
+                   repetition_penalty=(1.0 if args.repetition_penalty is None
+                                       else args.repetition_penalty),
+                   seed=args.seed, stop=tuple(unescape(s) for s in args.stop),
                    # a chat model ends its answer with eos (<|im_end|> for SmolLM2)
                    eos_id=getattr(tokenizer, "eos_id", None))
     if args.no_stream:
@@ -335,7 +353,7 @@ def cmd_icl(args) -> int:
 
 
 def unescape(text: str) -> str:
-    """A shell-typed \\n or \\t as a newline or tab (templates and separators)."""
+    """A shell-typed \\n or \\t as a newline or tab (templates, separators, stop strings)."""
     return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
@@ -596,6 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
     p.add_argument("--out", type=Path, help="run directory (default runs/RECIPE-TIME)")
+    p.add_argument("--data", metavar="PATH_OR_NAME",
+                   help="shorthand for data.source: a text file, a folder of them or a corpus "
+                        "name (attnlab data list)")
     p.add_argument("--max-steps", type=positive_int, help="shorthand for train.max_steps")
     p.add_argument("--max-minutes", type=float, help="shorthand for train.max_minutes")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -618,7 +639,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=positive_int,
                    help="beam width of a translation / summarization run (default 4)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--stop", action="append", default=[],
+                   help="stop string, \\n for a newline (repeatable)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--no-stream", action="store_true", help="print only when done")
     p.set_defaults(func=cmd_generate)
@@ -723,6 +745,14 @@ def main(argv: list[str] | None = None) -> int:
     except AttnlabError as e:
         print(f"attnlab: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("attnlab: interrupted", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a process ended by Ctrl-C
+    except BrokenPipeError:
+        # The reader left (`attnlab recipes | head -1`): stop quietly. Point stdout at devnull
+        # so that the interpreter's final flush does not raise the same error again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a C program killed by the broken pipe reports
 
 
 if __name__ == "__main__":

@@ -343,3 +343,13 @@ def test_prepare_real_shakespeare(monkeypatch):
     assert prepare_corpus("shakespeare", quiet=True) == path
     assert path.stat().st_mtime_ns == mtime
     assert load_text("shakespeare")[0] == text
+
+
+def test_data_prepare_command_shows_the_pinned_checksum(tiny, capsys):
+    from attnlab.cli import main
+
+    corpus, _ = tiny
+    assert main(["data", "prepare", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert str(cache_dir() / "corpora" / "tiny.txt") in out
+    assert f"sha256 {corpus.sha256[:16]}" in out

@@ -191,7 +191,15 @@ def test_generate_takes_a_beam_width_and_refuses_sampling_flags_and_empty_prompt
 
 
 def test_data_list_names_the_pair_datasets(capsys):
+    from attnlab.data.corpora import SHAKESPEARE
+    from attnlab.data.translation import KJV, SPARV
+
     assert main(["data", "list"]) == 0
     out = capsys.readouterr().out
     assert "kjv-rv1909" in out and "sword-text-sparv=2.60-1" in out
     assert "debian-descriptions" in out and "Translation-en" in out
+    # every entry shows the checksums that pin it
+    lines = out.splitlines()
+    assert len(lines) == sum("sha256 " in line for line in lines)
+    assert f"sha256 {SHAKESPEARE.sha256[:16]}]" in out
+    assert f"sha256 {KJV.sha256[:16]}, {SPARV.sha256[:16]}]" in out

@@ -135,6 +135,8 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(setup):
     assert len(a) == len(b) == 6
     for x, y in zip(a, b, strict=True):
         assert abs(x - y) < 1e-4, (a, b)
+    # one process reports: the validation lines appear as often as in the one-process run
+    assert two.stdout.count("val_loss") == one.stdout.count("val_loss") == 2, two.stdout
 
 
 def run_fails(args, message, env=None):
@@ -166,11 +168,63 @@ def test_bad_input_is_one_line_exit_2_and_nothing_overwritten(setup):
                str(tmp / "f")], "binary", env)
     run_fails(["train", str(recipe), "--set", f"data.source={tmp / 'nope.txt'}", "--out",
                str(tmp / "g")], "nope.txt", env)
+    run_fails(["train", str(recipe), "--data", str(tmp / "nope.txt"), "--out",
+               str(tmp / "h")], "nope.txt", env)  # --data is data.source
     bad_yaml = tmp / "bad.yaml"
     bad_yaml.write_text("model: [unclosed\n")
     run_fails(["train", str(bad_yaml)], "not valid YAML", env)
-    for d in ("e", "f", "g"):
-        assert not (tmp / d).exists() or not any((tmp / d).iterdir())
+    # A run that fails after writing its config (fp16 is refused on a CPU only once the
+    # trainer is built) leaves nothing behind, so the same command can simply be rerun.
+    fp16 = run_fails(["train", str(recipe), "--set", "train.precision=fp16", "--out",
+                      str(tmp / "i")], "needs a GPU", env)
+    assert len(fp16.stderr.strip().splitlines()) == 1, fp16.stderr  # no GradScaler warning
+    for d in ("e", "f", "g", "h", "i"):
+        assert not (tmp / d).exists()
+
+
+def test_data_flag_names_the_training_text(setup, capsys):
+    tmp, recipe = setup
+    other = tmp / "other.txt"
+    other.write_text("a b a b abba baab " * 200)
+    run = tmp / "run"
+    assert main(["train", str(recipe), "--data", str(other), "--out", str(run),
+                 "--max-steps", "1", "--no-progress"]) == 0
+    assert json.loads((run / "config.json").read_text())["data"]["source"] == str(other)
+    # the tokenizer was fitted to that text: a, b and space beside the 256 byte fallbacks
+    assert load_tokenizer(run / "tokenizer.json").vocab_size == 256 + 3
+
+
+def test_interrupted_runs_keep_their_checkpoint_or_leave_nothing(setup, monkeypatch, capsys):
+    """Ctrl-C: one line and exit 130; before the first checkpoint the run directory goes (a
+    rerun of the same command works), after it the run stays resumable."""
+    from attnlab.train.trainer import Trainer
+
+    tmp, recipe = setup
+    run = tmp / "run"
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "fit", interrupt)
+        assert main(["train", str(recipe), "--out", str(run), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted" in err and "left nothing" in err, err
+    assert not run.exists()
+    save = Trainer.save
+
+    def save_then_interrupt(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "save", save_then_interrupt)
+        assert main(["train", str(recipe), "--out", str(run), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--resume --out {run}" in err, err
+    assert json.loads((run / "last" / "trainer.json").read_text())["step"] == 2
+    assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == 0
+    assert json.loads((run / "last" / "trainer.json").read_text())["step"] == 8
 
 
 def test_resume_refuses_another_model_and_missing_checkpoints(setup):
@@ -196,7 +250,8 @@ def test_resume_refuses_another_model_and_missing_checkpoints(setup):
     run_fails(["eval", str(tmp)], "nor an attnlab run directory", env)
 
 
-def test_generate_command_streams_what_the_library_generates(setup):
+def test_generate_command_streams_what_the_library_generates(setup, monkeypatch, capsys):
+    import attnlab.generate
     from attnlab.generate import generate_text
     from attnlab.tasks.run import load_run
 
@@ -221,3 +276,13 @@ def test_generate_command_streams_what_the_library_generates(setup):
     too_long = cli("generate", str(run), "--prompt", "x" * 40, env=env)
     assert too_long.returncode == 2 and too_long.stdout == ""
     assert "context is 32" in too_long.stderr
+    # A shell-typed \n in --stop is a newline; a zero repetition penalty is refused, not 1.0.
+    monkeypatch.setenv("ATTNLAB_HOME", str(tmp / "home"))
+    assert main(["generate", str(run), "--prompt", "to be", "--repetition-penalty", "0"]) == 2
+    assert "repetition_penalty must be > 0" in capsys.readouterr().err
+    seen = {}
+    monkeypatch.setattr(attnlab.generate, "generate_text",
+                        lambda *a, **options: seen.update(options) or "")
+    assert main(["generate", str(run), "--prompt", "to be", "--stop", "\\n\\n",
+                 "--stop", "\\tx", "--no-stream"]) == 0
+    assert seen["stop"] == ("\n\n", "\tx") and seen["repetition_penalty"] == 1.0

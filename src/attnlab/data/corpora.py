@@ -141,6 +141,12 @@ class PinnedArchive:
     archive: str
     sha256: str
 
+    @property
+    def pins(self) -> tuple[str, ...]:
+        """The checksums that pin it (one here; a pair dataset built from several files has
+        one per file)."""
+        return (self.sha256,)
+
 
 @dataclass(frozen=True)
 class Corpus(PinnedArchive):

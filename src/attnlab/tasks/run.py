@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -119,9 +120,16 @@ def build_task(cfg: RunConfig, run_dir: Path, *, device, dist=None, fresh: bool)
 
 def train_run(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool = True,
               log=print) -> dict:
-    """Train (or continue) the run; write every file of the run directory."""
+    """Train (or continue) the run; write every file of the run directory.
+
+    A new run that fails or is interrupted before its first checkpoint leaves nothing behind:
+    its directory was new or empty (`prepare_run` checks), so what is in it is this run's
+    config, tokenizer and metrics, which would only block a retry (and there is nothing to
+    resume). From the first checkpoint on, the directory stays for `--resume`.
+    """
     device = pick_device(cfg.train.device)
     dist = distributed.setup(device.type)
+    created = not run_dir.exists()
     try:
         if dist.main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -150,8 +158,26 @@ def train_run(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool = T
         if dist.main:
             plot_training(run_dir / "metrics.jsonl", run_dir / "loss.png", title=str(run_dir))
         return summary
+    except BaseException:  # KeyboardInterrupt too
+        if dist.main and not resume and resolve(run_dir / "last") is None:
+            _remove_unfinished(run_dir, created)
+        raise
     finally:
         distributed.teardown(dist)
+
+
+def _remove_unfinished(run_dir: Path, created: bool) -> None:
+    """Empty a new run's directory (remove it too if this run created it)."""
+    if not run_dir.is_dir():
+        return
+    if created:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for path in run_dir.iterdir():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def load_run(run_dir: Path, *, checkpoint: str = "best", device="cpu"):
