@@ -169,6 +169,13 @@ def test_gpt_kv_cached_decoding_equals_full_forward(name, positional):
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
 
 
+def test_gpt_compiles_into_one_graph():
+    """The eager input checks stay out of a torch.compile graph (no graph break, no warning)."""
+    gpt = tiny("gpt")
+    explained = torch._dynamo.explain(gpt)(torch.randint(31, (2, 10)))
+    assert explained.graph_break_count == 0, explained.break_reasons
+
+
 @pytest.mark.parametrize("positional", POSITIONAL)
 def test_seq2seq_cached_decoding_equals_full_forward(positional):
     model = tiny("seq2seq", positional=positional)
