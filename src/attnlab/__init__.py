@@ -13,6 +13,7 @@ from attnlab.beam import beam_search, greedy_search
 from attnlab.data.pairs import load_pairs
 from attnlab.data.sentiment import load_sentiment
 from attnlab.errors import AttnlabError, CapabilityError, ConfigError
+from attnlab.generate import GenerationConfig, generate, generate_text
 from attnlab.interop import load_pretrained, save_hf_folder, sentence_embedding
 from attnlab.layers import Block, FeedForward, build_norm, build_positional
 from attnlab.models import (
@@ -32,6 +33,7 @@ from attnlab.models.swap import with_attention
 from attnlab.models.timeseries import ForecastConfig, Forecaster
 from attnlab.models.vit import VisionConfig, ViT
 from attnlab.tasks.icl import icl_accuracy, load_labelled, score_labels
+from attnlab.tasks.run import evaluate_run, load_run, prepare_run, train_run
 from attnlab.tasks.text_classify import TextClassifierConfig, predict_texts
 from attnlab.viz import attention_rollout, capture_attention
 
@@ -57,6 +59,7 @@ __all__ = [
     "FunctionGPT",
     "FunctionGPTConfig",
     "GPTConfig",
+    "GenerationConfig",
     "KVCache",
     "MultiHeadAttention",
     "RNNSeq2Seq",
@@ -74,16 +77,22 @@ __all__ = [
     "build_norm",
     "build_positional",
     "capture_attention",
+    "evaluate_run",
+    "generate",
+    "generate_text",
     "greedy_search",
     "icl_accuracy",
     "load_labelled",
     "load_pairs",
     "load_pretrained",
+    "load_run",
     "load_sentiment",
     "predict_texts",
+    "prepare_run",
     "register",
     "save_hf_folder",
     "score_labels",
     "sentence_embedding",
+    "train_run",
     "with_attention",
 ]
