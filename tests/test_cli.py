@@ -76,3 +76,11 @@ def test_a_reader_that_leaves_early_gets_a_quiet_exit():
     proc.stdout.close()  # before the command has written anything
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and err == "", err
+
+
+def test_the_generate_module_is_not_shadowed_by_a_reexport():
+    import attnlab
+    import attnlab.generate
+
+    assert attnlab.generate.generate_text is attnlab.generate_text
+    assert callable(attnlab.generate.sample_next)

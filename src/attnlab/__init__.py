@@ -13,7 +13,7 @@ from attnlab.beam import beam_search, greedy_search
 from attnlab.data.pairs import load_pairs
 from attnlab.data.sentiment import load_sentiment
 from attnlab.errors import AttnlabError, CapabilityError, ConfigError
-from attnlab.generate import GenerationConfig, generate, generate_text
+from attnlab.generate import GenerationConfig, generate_text
 from attnlab.interop import load_pretrained, save_hf_folder, sentence_embedding
 from attnlab.layers import Block, FeedForward, build_norm, build_positional
 from attnlab.models import (
@@ -38,6 +38,9 @@ from attnlab.tasks.text_classify import TextClassifierConfig, predict_texts
 from attnlab.viz import attention_rollout, capture_attention
 
 __version__ = "0.1.0"
+
+# `generate` itself stays in attnlab.generate: re-exported here, the function would shadow
+# the submodule of the same name (`attnlab.generate.sample_next` would break).
 
 __all__ = [
     "GPT",
@@ -78,7 +81,6 @@ __all__ = [
     "build_positional",
     "capture_attention",
     "evaluate_run",
-    "generate",
     "generate_text",
     "greedy_search",
     "icl_accuracy",
