@@ -56,12 +56,42 @@ def test_demo_runs_every_architecture_and_mechanism():
     (["model", "gpt", "--seq-len", "0"], "expected an integer >= 1"),
     (["modle"], "invalid choice"),
 ])
-def test_bad_input_is_one_line_and_exit_2(args, message):
+def test_bad_input_is_one_line_and_exit_2(args, message, capsys):
+    # In-process (a subprocess costs ~3 s of imports per case); argparse's own refusals exit.
+    try:
+        code = main(args)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert len([ln for ln in err.splitlines() if "error" in ln]) == 1, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model", "gpt", "--set", "attention=lokal"], "did you mean 'local'"),
+    (["modle"], "invalid choice"),
+])
+def test_the_attnlab_process_refuses_bad_input_in_one_line_with_exit_2(args, message):
     result = run(*args)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 2 and result.stdout == ""
+    assert message in result.stderr and "Traceback" not in result.stderr
     assert len([ln for ln in result.stderr.splitlines() if "error" in ln]) == 1
+
+
+def test_yaml_and_json_configs_read_numbers_as_numbers(tmp_path):
+    from attnlab.errors import AttnlabError
+    from attnlab.tasks.config import load_run_config
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  lr: 3e-4\n  min_lr: 1e-5\n  max_steps: 10\n")
+    cfg = load_run_config(str(recipe))
+    assert (cfg.train.lr, cfg.train.min_lr, cfg.train.max_steps) == (3e-4, 1e-5, 10)
+    saved = tmp_path / "config.json"  # a run's config.json replays as the run it describes
+    saved.write_text(json.dumps(cfg.to_dict()))
+    assert load_run_config(str(saved)) == cfg
+    saved.write_text('{"train": {"lr": 3e-4,}}')
+    with pytest.raises(AttnlabError, match=r"config\.json is not valid JSON at line 1"):
+        load_run_config(str(saved))
 
 
 def test_overrides_are_typed_and_nested():

@@ -204,13 +204,15 @@ def cmd_train(args) -> int:
     except KeyboardInterrupt:
         from attnlab.train.checkpoint import resolve
 
+        if _rank() != 0:  # torchrun sends every process the Ctrl-C; one of them says so
+            return 130
         # Checkpoints are written atomically, so the last one is whole.
         kept = (f"; the last checkpoint is kept: attnlab train --resume --out {run_dir}"
                 if resolve(run_dir / "last") is not None else
                 f"; no checkpoint had been written, so the run left nothing in {run_dir}")
         print(f"attnlab: interrupted{kept}", file=sys.stderr)
         return 130
-    if int(os.environ.get("RANK", "0")) != 0:
+    if _rank() != 0:
         return 0
     report = getattr(TASKS[cfg.task], "format_metrics", None)
     if report is not None:  # seq2seq kinds: beam-search metrics come from `attnlab eval`
@@ -738,6 +740,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 when run alone)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -746,7 +753,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"attnlab: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("attnlab: interrupted", file=sys.stderr)
+        if _rank() == 0:
+            print("attnlab: interrupted", file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports a process ended by Ctrl-C
     except BrokenPipeError:
         # The reader left (`attnlab recipes | head -1`): stop quietly. Point stdout at devnull

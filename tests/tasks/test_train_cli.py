@@ -140,6 +140,7 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(setup):
 
 
 def run_fails(args, message, env=None):
+    """The `attnlab` process refuses `args`: exit 2, one line naming `message`."""
     result = cli(*args, env=env)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert message in result.stderr, result.stderr
@@ -147,39 +148,76 @@ def run_fails(args, message, env=None):
     return result
 
 
-def test_bad_input_is_one_line_exit_2_and_nothing_overwritten(setup):
+def refused(capsys, args, message):
+    """The CLI's entry point refuses `args`: exit 2, one line naming `message`. In-process, as
+    most refusals are checked (a subprocess costs ~3 s of imports); test_cli.py and the
+    subprocess cases here hold the real process to the same contract."""
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_bad_input_is_one_line_exit_2_and_nothing_overwritten(setup, capsys):
     tmp, recipe = setup
     env = {**os.environ, "ATTNLAB_HOME": str(tmp / "home")}
     busy = tmp / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("mine")
-    run_fails(["train", str(recipe), "--out", str(busy)], "not empty", env)
+    refused(capsys, ["train", str(recipe), "--out", str(busy)], "not empty")
     assert (busy / "keep.txt").read_text() == "mine" and len(list(busy.iterdir())) == 1
-    run_fails(["train", str(recipe), "--out", str(busy), "--resume"], "not an attnlab run", env)
-    run_fails(["train", "gpt-chr"], "did you mean 'gpt-char'", env)
-    run_fails(["train", str(recipe), "--set", "train.lrr=1"], "did you mean 'train.lr'", env)
+    refused(capsys, ["train", str(recipe), "--out", str(busy), "--resume"], "not an attnlab run")
+    refused(capsys, ["train", "gpt-chr"], "did you mean 'gpt-char'")
+    refused(capsys, ["train", str(recipe), "--set", "train.lrr=1"], "did you mean 'train.lr'")
     empty = tmp / "empty.txt"
     empty.write_text("")
-    run_fails(["train", str(recipe), "--set", f"data.source={empty}", "--out",
-               str(tmp / "e")], "empty", env)
+    refused(capsys, ["train", str(recipe), "--set", f"data.source={empty}", "--out",
+                     str(tmp / "e")], "empty")
     binary = tmp / "bin.dat"
     binary.write_bytes(b"\x00\x01\x02" * 100)
-    run_fails(["train", str(recipe), "--set", f"data.source={binary}", "--out",
-               str(tmp / "f")], "binary", env)
-    run_fails(["train", str(recipe), "--set", f"data.source={tmp / 'nope.txt'}", "--out",
-               str(tmp / "g")], "nope.txt", env)
-    run_fails(["train", str(recipe), "--data", str(tmp / "nope.txt"), "--out",
-               str(tmp / "h")], "nope.txt", env)  # --data is data.source
+    refused(capsys, ["train", str(recipe), "--set", f"data.source={binary}", "--out",
+                     str(tmp / "f")], "binary")
+    refused(capsys, ["train", str(recipe), "--set", f"data.source={tmp / 'nope.txt'}", "--out",
+                     str(tmp / "g")], "nope.txt")
+    refused(capsys, ["train", str(recipe), "--data", str(tmp / "nope.txt"), "--out",
+                     str(tmp / "h")], "nope.txt")  # --data is data.source
     bad_yaml = tmp / "bad.yaml"
     bad_yaml.write_text("model: [unclosed\n")
-    run_fails(["train", str(bad_yaml)], "not valid YAML", env)
+    refused(capsys, ["train", str(bad_yaml)], "not valid YAML")
     # A run that fails after writing its config (fp16 is refused on a CPU only once the
-    # trainer is built) leaves nothing behind, so the same command can simply be rerun.
+    # trainer is built) leaves nothing behind, so the same command can simply be rerun. In a
+    # real process: the GradScaler warning it must not print would bypass capsys.
     fp16 = run_fails(["train", str(recipe), "--set", "train.precision=fp16", "--out",
                       str(tmp / "i")], "needs a GPU", env)
     assert len(fp16.stderr.strip().splitlines()) == 1, fp16.stderr  # no GradScaler warning
     for d in ("e", "f", "g", "h", "i"):
         assert not (tmp / d).exists()
+
+
+def test_sizes_the_data_set_are_checked_not_replaced(setup, capsys):
+    tmp, recipe = setup
+    # The char tokenizer's vocabulary is the text's: a BPE size for it would be ignored.
+    refused(capsys, ["train", str(recipe), "--set", "data.vocab_size=500", "--out",
+                     str(tmp / "a")], "data.vocab_size=500 sizes a bpe tokenizer")
+    # A model vocabulary other than the tokenizer's is refused, and the run leaves nothing.
+    refused(capsys, ["train", str(recipe), "--set", "model.vocab_size=1000", "--out",
+                     str(tmp / "b")], "model.vocab_size=1000 does not fit the data, which give")
+    assert not (tmp / "a").exists() and not (tmp / "b").exists()
+    run = tmp / "run"
+    assert main(["train", str(recipe), "--out", str(run), "--max-steps", "2",
+                 "--no-progress"]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    vocab = saved["model"]["vocab_size"]
+    assert vocab == load_tokenizer(run / "tokenizer.json").vocab_size
+    # The value the data give may be stated (a saved config.json, replayed, states it) ...
+    replay = tmp / "replay.json"
+    replay.write_text(json.dumps(saved))
+    assert main(["train", str(replay), "--out", str(tmp / "again"), "--max-steps", "1",
+                 "--no-progress"]) == 0
+    # ... and on --resume another one is another model.
+    refused(capsys, ["train", "--resume", "--out", str(run), "--set", "model.vocab_size=1000"],
+            f"holds another model: model.vocab_size is {vocab} there, 1000 here")
 
 
 def test_data_flag_names_the_training_text(setup, capsys):
@@ -225,29 +263,34 @@ def test_interrupted_runs_keep_their_checkpoint_or_leave_nothing(setup, monkeypa
     assert json.loads((run / "last" / "trainer.json").read_text())["step"] == 2
     assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == 0
     assert json.loads((run / "last" / "trainer.json").read_text())["step"] == 8
+    # Under torchrun every process gets the Ctrl-C: the line is rank 0's alone.
+    import attnlab.tasks.run
+
+    monkeypatch.setattr(attnlab.tasks.run, "train_run", interrupt)
+    for rank, lines in (("1", 0), ("0", 1)):
+        monkeypatch.setenv("RANK", rank)
+        assert main(["train", str(recipe), "--out", str(tmp / "ddp"), "--no-progress"]) == 130
+        assert capsys.readouterr().err.count("attnlab: interrupted") == lines
 
 
-def test_resume_refuses_another_model_and_missing_checkpoints(setup):
+def test_resume_refuses_another_model_and_missing_checkpoints(setup, capsys):
     tmp, recipe = setup
-    env = {**os.environ, "ATTNLAB_HOME": str(tmp / "home")}
     run = tmp / "run"
-    assert cli("train", str(recipe), "--out", str(run), "--no-progress",
-               env=env).returncode == 0
+    assert main(["train", str(recipe), "--out", str(run), "--no-progress"]) == 0
     before = (run / "last" / "model.safetensors").read_bytes()
-    run_fails(["train", str(recipe), "--resume", "--out", str(run), "--set",
-               "model.d_model=64"], "holds another model: model.d_model is 32 there, 64 here",
-              env)
-    run_fails(["train", "--resume", "--out", str(run)], "already at step 8 of 8", env)
+    refused(capsys, ["train", str(recipe), "--resume", "--out", str(run), "--set",
+                     "model.d_model=64"],
+            "holds another model: model.d_model is 32 there, 64 here")
+    refused(capsys, ["train", "--resume", "--out", str(run)], "already at step 8 of 8")
     assert (run / "last" / "model.safetensors").read_bytes() == before
-    ok = cli("train", "--resume", "--out", str(run), "--max-steps", "10", "--no-progress",
-             env=env)
-    assert ok.returncode == 0, ok.stderr
+    assert main(["train", "--resume", "--out", str(run), "--max-steps", "10",
+                 "--no-progress"]) == 0
     assert json.loads((run / "last" / "trainer.json").read_text())["step"] == 10
     # a truncated weights file is a clear error for every command that reads it
     data = (run / "best" / "model.safetensors").read_bytes()
     (run / "best" / "model.safetensors").write_bytes(data[: len(data) // 3])
-    run_fails(["eval", str(run)], "truncated or corrupt", env)
-    run_fails(["eval", str(tmp)], "nor an attnlab run directory", env)
+    refused(capsys, ["eval", str(run)], "truncated or corrupt")
+    refused(capsys, ["eval", str(tmp)], "nor an attnlab run directory")
 
 
 def test_generate_command_streams_what_the_library_generates(setup, monkeypatch, capsys):
@@ -258,8 +301,7 @@ def test_generate_command_streams_what_the_library_generates(setup, monkeypatch,
     tmp, recipe = setup
     env = {**os.environ, "ATTNLAB_HOME": str(tmp / "home")}
     run = tmp / "run"
-    assert cli("train", str(recipe), "--out", str(run), "--no-progress",
-               env=env).returncode == 0
+    assert main(["train", str(recipe), "--out", str(run), "--no-progress"]) == 0
     args = ["generate", str(run), "--prompt", "to be", "--max-new-tokens", "25",
             "--temperature", "0"]
     streamed = cli(*args, env=env)

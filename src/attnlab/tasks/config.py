@@ -8,6 +8,8 @@ saved as the run directory's config.json.
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -148,6 +150,10 @@ class RunConfig:
     model: GPTConfig | EncoderConfig = field(default_factory=GPTConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    #: names of the model fields the recipe or the overrides set (not saved). Where the data
+    #: fill a field in (vocab size, image size, ...), `tasks.run` refuses a given value the
+    #: data contradict instead of silently replacing it.
+    given: frozenset = field(default=frozenset(), repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
@@ -166,7 +172,19 @@ class RunConfig:
         return cls(task=task, **built)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        del values["given"]
+        return values
+
+
+class _YAMLLoader(yaml.SafeLoader):
+    """Safe YAML that reads `3e-4` as a number, as JSON and `--set` do: YAML 1.1 wants a dot
+    in a float (`3.0e-4`) and reads `3e-4` as a string, which a config would then refuse."""
+
+
+_YAMLLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                  re.compile(r"^[-+]?[0-9][0-9_]*\.?[eE][-+]?[0-9]+$"),
+                                  list("-+0123456789"))
 
 
 def recipes() -> list[str]:
@@ -176,7 +194,7 @@ def recipes() -> list[str]:
 
 
 def read_recipe(name_or_path: str) -> dict[str, Any]:
-    """A shipped recipe by name, or a YAML file by path, as a dict."""
+    """A shipped recipe by name, or a YAML (or JSON) file by path, as a dict."""
     path = Path(name_or_path)
     if name_or_path in recipes():
         text = (resources.files("attnlab.tasks") / "recipes" / f"{name_or_path}.yaml").read_text()
@@ -192,8 +210,11 @@ def read_recipe(name_or_path: str) -> dict[str, Any]:
     else:
         raise AttnlabError(f"unknown recipe '{name_or_path}'{did_you_mean(name_or_path, recipes())}"
                            f"; recipes: {', '.join(recipes())} (or give a .yaml path)")
+    is_json = where == str(path) and path.suffix == ".json"  # e.g. a run's config.json
     try:
-        values = yaml.safe_load(text)
+        values = json.loads(text) if is_json else yaml.load(text, Loader=_YAMLLoader)
+    except json.JSONDecodeError as e:
+        raise AttnlabError(f"{where} is not valid JSON at line {e.lineno}") from None
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         at = f" at line {line + 1}" if line is not None else ""
@@ -249,4 +270,21 @@ def parse_overrides(pairs: list[str]) -> dict:
 def load_run_config(recipe: str, overrides: list[str] | dict | None = None) -> RunConfig:
     """Recipe (name or YAML path) + overrides -> a validated `RunConfig`."""
     extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
-    return RunConfig.from_dict(merge(read_recipe(recipe), extra))
+    values = merge(read_recipe(recipe), extra)
+    cfg = RunConfig.from_dict(values)
+    cfg.given = model_keys(values)
+    char_tasks = ("lm", "text-classify")  # those that fit a char tokenizer to their text
+    if (cfg.task in char_tasks and cfg.data.tokenizer == "char"
+            and cfg.data.vocab_size != DataConfig.vocab_size):
+        # The default may stand (every saved config.json holds it); another value would be
+        # ignored, which is worse than refused.
+        raise ConfigError(f"data.vocab_size={cfg.data.vocab_size} sizes a bpe tokenizer; the "
+                          f"char tokenizer's vocabulary is the text's characters (drop it, or "
+                          f"set data.tokenizer=bpe)")
+    return cfg
+
+
+def model_keys(values: dict) -> frozenset:
+    """The model fields a raw config (recipe, overrides) sets."""
+    model = values.get("model")
+    return frozenset(model) if isinstance(model, dict) else frozenset()

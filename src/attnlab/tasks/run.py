@@ -22,7 +22,7 @@ from attnlab.errors import AttnlabError
 from attnlab.files import atomic_write
 from attnlab.models.swap import with_attention
 from attnlab.tasks.classify import SequenceClassificationRun
-from attnlab.tasks.config import RunConfig, load_run_config, merge, parse_overrides
+from attnlab.tasks.config import RunConfig, load_run_config, merge, model_keys, parse_overrides
 from attnlab.tasks.forecast import ForecastRun
 from attnlab.tasks.icl_regression import InContextRegressionRun
 from attnlab.tasks.lm import LanguageModelingRun
@@ -86,9 +86,15 @@ def prepare_run(recipe: str | None, overrides: list[str], out: Path | None, *,
             raise AttnlabError(f"--resume: no checkpoint in {out}; nothing to resume")
         cfg = stored
         if recipe is not None or overrides:
-            asked = load_run_config(recipe, overrides) if recipe else RunConfig.from_dict(
-                merge(stored.to_dict(), parse_overrides(overrides)))
-            asked.model = dataclasses.replace(asked.model, **_data_sized(stored))
+            if recipe:
+                asked = load_run_config(recipe, overrides)
+            else:
+                extra = parse_overrides(overrides)
+                asked = RunConfig.from_dict(merge(stored.to_dict(), extra))
+                asked.given = model_keys(extra)
+            # The data filled these in; a value asked for is compared like any other field.
+            filled = {k: v for k, v in _data_sized(stored).items() if k not in asked.given}
+            asked.model = dataclasses.replace(asked.model, **filled)
             for section in ("model", "data"):
                 diff = _first_difference(dataclasses.asdict(getattr(stored, section)),
                                          dataclasses.asdict(getattr(asked, section)))
@@ -134,7 +140,14 @@ def train_run(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool = T
         if dist.main:
             run_dir.mkdir(parents=True, exist_ok=True)
         distributed.barrier(dist)
+        asked = {name: getattr(cfg.model, name) for name in TASKS[cfg.task].sized_fields
+                 if name in cfg.given}
         task, tokenizer = build_task(cfg, run_dir, device=device, dist=dist, fresh=not resume)
+        for name, value in asked.items():
+            if getattr(cfg.model, name) != value:
+                raise AttnlabError(f"model.{name}={value!r} does not fit the data, which give "
+                                   f"{getattr(cfg.model, name)!r}; leave it out (task "
+                                   f"{cfg.task} fills it in from the data)")
         if dist.main and not resume:
             if tokenizer is not None:
                 tokenizer.save(run_dir / "tokenizer.json")
