@@ -291,6 +291,12 @@ def test_load_pretrained_dispatches_on_what_it_is_given(tmp_path):
     src = hf_folder(tmp_path, hf_gpt2())
     with pytest.raises(AttnlabError, match="is a Hugging Face folder, not an attnlab run"):
         load_attnlab_folder(src)
+    other = tmp_path / "vit-run"  # a run of a task whose model has no HF form here
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"task": "image-classify", "model": {}}))
+    with pytest.raises(AttnlabError, match=r"holds a run of task 'image-classify'; .* "
+                                           r"load it with attnlab\.load_run"):
+        load_pretrained(other)
 
 
 def test_corrupt_tokenizer_file_is_one_line(tmp_path):

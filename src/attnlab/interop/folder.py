@@ -209,8 +209,11 @@ def load_attnlab_folder(path: str | Path, *, checkpoint: str = "best",
     config = _read_json(folder / "config.json")
     task = config.get("task", "lm")
     if task not in _TASK_MODELS:
-        raise AttnlabError(f"{folder / 'config.json'}: unknown task '{task}'"
-                           f"{did_you_mean(str(task), _TASK_MODELS)}")
+        # The other tasks' models (ViT, seq2seq, a classifier with its head, ...) have no
+        # Hugging Face form here; their runs load whole with their task.
+        raise AttnlabError(f"{folder} holds a run of task '{task}'; load_pretrained and "
+                           f"convert read lm (GPT) and classify (Encoder) runs; load it with "
+                           f"attnlab.load_run")
     model_cls, config_cls = _TASK_MODELS[task]
     model = model_cls(config_cls.from_dict(config["model"], "model."))
     found = resolve(folder / checkpoint) or (resolve(folder / "last")
