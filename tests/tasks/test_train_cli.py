@@ -153,7 +153,11 @@ def refused(capsys, args, message):
     most refusals are checked (a subprocess costs ~3 s of imports); test_cli.py and the
     subprocess cases here hold the real process to the same contract."""
     capsys.readouterr()
-    assert main(args) == 2
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse's own refusals
+        code = e.code
+    assert code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
     return err
@@ -182,6 +186,11 @@ def test_bad_input_is_one_line_exit_2_and_nothing_overwritten(setup, capsys):
                      str(tmp / "g")], "nope.txt")
     refused(capsys, ["train", str(recipe), "--data", str(tmp / "nope.txt"), "--out",
                      str(tmp / "h")], "nope.txt")  # --data is data.source
+    refused(capsys, ["train", str(recipe), "--set", "model.max_len=100000", "--out",
+                     str(tmp / "j")], "the training split holds")  # before any step
+    refused(capsys, ["train", str(recipe), "--max-minutes", "-2", "--out", str(tmp / "k")],
+            "train.max_minutes must be >= 0, got -2.0")
+    refused(capsys, ["eval", str(tmp), "--batches", "0"], "expected an integer >= 1")
     bad_yaml = tmp / "bad.yaml"
     bad_yaml.write_text("model: [unclosed\n")
     refused(capsys, ["train", str(bad_yaml)], "not valid YAML")
@@ -191,7 +200,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_overwritten(setup, capsys):
     fp16 = run_fails(["train", str(recipe), "--set", "train.precision=fp16", "--out",
                       str(tmp / "i")], "needs a GPU", env)
     assert len(fp16.stderr.strip().splitlines()) == 1, fp16.stderr  # no GradScaler warning
-    for d in ("e", "f", "g", "h", "i"):
+    for d in ("e", "f", "g", "h", "i", "j", "k"):
         assert not (tmp / d).exists()
 
 

@@ -138,8 +138,9 @@ class TrainConfig:
             if value not in choices:
                 raise ConfigError(f"unknown train.{name} '{value}'{did_you_mean(value, choices)}"
                                   f"; choose from: {', '.join(choices)}")
-        if self.max_minutes < 0 or self.sample_tokens < 0 or self.warmup_steps < 0:
-            raise ConfigError("train.max_minutes, sample_tokens and warmup_steps must be >= 0")
+        for name in ("max_minutes", "sample_tokens", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass

@@ -109,6 +109,12 @@ class LanguageModelingRun:
         distributed.barrier(dist)
         if not dist.main:
             splits = encode_corpus(text, tokenizer, val_fraction=cfg.data.val_fraction)
+        for name, split in (("training", splits.train), ("validation", splits.val)):
+            if len(split) < cfg.model.max_len + 1:  # one window of inputs and its targets
+                fixes = ("lower model.max_len, give more text or raise data.val_fraction"
+                         if name == "validation" else "lower model.max_len or give more text")
+                raise AttnlabError(f"the {name} split holds {len(split):,} tokens, fewer than "
+                                   f"model.max_len + 1 = {cfg.model.max_len + 1:,}; {fixes}")
         if cfg.model.vocab_size != tokenizer.vocab_size:
             cfg.model = dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size)
         torch.manual_seed(cfg.train.seed)  # the model's initialization
