@@ -151,7 +151,7 @@ class RunConfig:
     model: GPTConfig | EncoderConfig = field(default_factory=GPTConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    #: names of the model fields the recipe or the overrides set (not saved). Where the data
+    #: names of the model fields the dict it was read from sets (not saved). Where the data
     #: fill a field in (vocab size, image size, ...), `tasks.run` refuses a given value the
     #: data contradict instead of silently replacing it.
     given: frozenset = field(default=frozenset(), repr=False, compare=False)
@@ -170,7 +170,8 @@ class RunConfig:
                 raise ConfigError(f"unknown config key '{key}'{did_you_mean(key, names)}; "
                                   f"the sections are: {', '.join(names)}")
         built = {k: from_dict(c, values.get(k) or {}, f"{k}.") for k, c in sections.items()}
-        return cls(task=task, **built)
+        model = values.get("model")
+        return cls(task=task, **built, given=frozenset(model if isinstance(model, dict) else ()))
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -273,7 +274,6 @@ def load_run_config(recipe: str, overrides: list[str] | dict | None = None) -> R
     extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
     values = merge(read_recipe(recipe), extra)
     cfg = RunConfig.from_dict(values)
-    cfg.given = model_keys(values)
     char_tasks = ("lm", "text-classify")  # those that fit a char tokenizer to their text
     if (cfg.task in char_tasks and cfg.data.tokenizer == "char"
             and cfg.data.vocab_size != DataConfig.vocab_size):
@@ -284,8 +284,3 @@ def load_run_config(recipe: str, overrides: list[str] | dict | None = None) -> R
                           f"set data.tokenizer=bpe)")
     return cfg
 
-
-def model_keys(values: dict) -> frozenset:
-    """The model fields a raw config (recipe, overrides) sets."""
-    model = values.get("model")
-    return frozenset(model) if isinstance(model, dict) else frozenset()

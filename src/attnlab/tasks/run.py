@@ -22,7 +22,7 @@ from attnlab.errors import AttnlabError
 from attnlab.files import atomic_write
 from attnlab.models.swap import with_attention
 from attnlab.tasks.classify import SequenceClassificationRun
-from attnlab.tasks.config import RunConfig, load_run_config, merge, model_keys, parse_overrides
+from attnlab.tasks.config import RunConfig, load_run_config, merge, parse_overrides
 from attnlab.tasks.forecast import ForecastRun
 from attnlab.tasks.icl_regression import InContextRegressionRun
 from attnlab.tasks.lm import LanguageModelingRun
@@ -86,12 +86,8 @@ def prepare_run(recipe: str | None, overrides: list[str], out: Path | None, *,
             raise AttnlabError(f"--resume: no checkpoint in {out}; nothing to resume")
         cfg = stored
         if recipe is not None or overrides:
-            if recipe:
-                asked = load_run_config(recipe, overrides)
-            else:
-                extra = parse_overrides(overrides)
-                asked = RunConfig.from_dict(merge(stored.to_dict(), extra))
-                asked.given = model_keys(extra)
+            asked = load_run_config(recipe, overrides) if recipe else RunConfig.from_dict(
+                merge(stored.to_dict(), parse_overrides(overrides)))
             # The data filled these in; a value asked for is compared like any other field.
             filled = {k: v for k, v in _data_sized(stored).items() if k not in asked.given}
             asked.model = dataclasses.replace(asked.model, **filled)
