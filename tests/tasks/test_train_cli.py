@@ -300,6 +300,26 @@ def test_resume_refuses_another_model_and_missing_checkpoints(setup, capsys):
     (run / "best" / "model.safetensors").write_bytes(data[: len(data) // 3])
     refused(capsys, ["eval", str(run)], "truncated or corrupt")
     refused(capsys, ["eval", str(tmp)], "nor an attnlab run directory")
+    # a last/ checkpoint that lost its RNG states (or its optimizer state) is not resumed
+    # inexactly: one line, and the checkpoint stays as it was
+    from safetensors.torch import load_file, save_file
+
+    saved = run / "last" / "optimizer.safetensors"
+    tensors = load_file(saved)
+    save_file({k: v for k, v in tensors.items() if not k.startswith("rng.")}, str(saved))
+    weights = (run / "last" / "model.safetensors").read_bytes()
+    refused(capsys, ["train", "--resume", "--out", str(run), "--max-steps", "12"],
+            "holds no usable RNG state")
+    saved.unlink()
+    refused(capsys, ["train", "--resume", "--out", str(run), "--max-steps", "12"],
+            "holds no optimizer state")
+    assert json.loads((run / "last" / "trainer.json").read_text())["step"] == 10
+    assert (run / "last" / "model.safetensors").read_bytes() == weights
+    # a run's config.json that is JSON but not a config names the file
+    (run / "config.json").write_text("[]")
+    refused(capsys, ["train", "--resume", "--out", str(run)],
+            "config.json: a run config is a mapping of sections")
+    refused(capsys, ["eval", str(run)], "config.json is not a JSON object")
 
 
 def test_generate_command_streams_what_the_library_generates(setup, monkeypatch, capsys):

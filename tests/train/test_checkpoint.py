@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -82,3 +84,38 @@ def test_corrupt_truncated_and_mismatched_weights_are_one_line_errors(tmp_path):
         load_model_weights(tiny(), tmp_path / "ck3" / "model.safetensors")
     with pytest.raises(AttnlabError, match="no checkpoint"):
         load_checkpoint(tmp_path / "nothing", tiny())
+
+
+def test_a_checkpoint_without_a_fitting_optimizer_state_is_not_resumed(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model, opt = trained_pair()
+    save_checkpoint(tmp_path / "ck", model, opt, {"step": 3})
+    saved = tmp_path / "ck" / "optimizer.safetensors"
+    tensors = load_file(saved)
+
+    def fresh():
+        m = tiny(seed=1)
+        return m, build_optimizer(m, lr=1e-2, weight_decay=0.1)
+
+    # the weights alone load; a resume (with an optimizer) needs the optimizer's state
+    assert load_checkpoint(tmp_path / "ck", tiny(seed=1))[0]["step"] == 3
+    saved.unlink()
+    with pytest.raises(AttnlabError, match="holds no optimizer state"):
+        load_checkpoint(tmp_path / "ck", *fresh())
+    key = next(k for k, v in tensors.items() if v.dim() == 2)
+    save_file({**tensors, key: tensors[key][:1]}, str(saved))  # one moment cut short
+    with pytest.raises(AttnlabError, match=r"has shape \(1, .* the checkpoint is damaged"):
+        load_checkpoint(tmp_path / "ck", *fresh())
+    save_file({k: v for k, v in tensors.items() if k != key}, str(saved))  # one moment gone
+    with pytest.raises(AttnlabError, match="optimizer states hold different entries"):
+        load_checkpoint(tmp_path / "ck", *fresh())
+    save_file(tensors, str(saved))
+    meta = json.loads((tmp_path / "ck" / "trainer.json").read_text())
+    meta["optimizer"]["param_groups"] = meta["optimizer"]["param_groups"][:1]  # a group lost
+    (tmp_path / "ck" / "trainer.json").write_text(json.dumps(meta))
+    with pytest.raises(AttnlabError, match="does not hold this run's optimizer state"):
+        load_checkpoint(tmp_path / "ck", *fresh())
+    (tmp_path / "ck" / "trainer.json").write_text("{}")
+    with pytest.raises(AttnlabError, match=r"trainer\.json is corrupt"):
+        load_checkpoint(tmp_path / "ck", tiny())

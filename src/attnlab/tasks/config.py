@@ -158,6 +158,9 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        if not isinstance(values, dict):
+            raise ConfigError(f"a run config is a mapping of sections (task, model, data, "
+                              f"train), not a {type(values).__name__}")
         values = dict(values)
         task = values.get("task", "lm")
         if task not in TASK_MODELS:

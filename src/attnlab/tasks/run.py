@@ -70,9 +70,13 @@ def read_run_config(run_dir: Path) -> RunConfig:
     if not path.is_file():
         raise AttnlabError(f"{run_dir} is not an attnlab run directory (no config.json)")
     try:
-        return RunConfig.from_dict(json.loads(path.read_text()))
+        values = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise AttnlabError(f"{path} is corrupt (not JSON)") from None
+    try:
+        return RunConfig.from_dict(values)
+    except AttnlabError as e:  # name the file: the user did not type this config
+        raise AttnlabError(f"{path}: {e}") from None
 
 
 def prepare_run(recipe: str | None, overrides: list[str], out: Path | None, *,

@@ -154,7 +154,11 @@ def resolve(path: Path) -> Path | None:
 
 def load_checkpoint(path: Path, model: nn.Module,
                     optimizer: torch.optim.Optimizer | None = None):
-    """Load weights (and optimizer state) from checkpoint dir `path`; return (state, rng)."""
+    """Load weights (and optimizer state) from checkpoint dir `path`; return (state, rng).
+
+    Given an optimizer, the checkpoint must hold that optimizer's state: resuming without it
+    would silently restart Adam's moments.
+    """
     found = resolve(path)
     if found is None:
         raise AttnlabError(f"no checkpoint at {path}")
@@ -162,12 +166,41 @@ def load_checkpoint(path: Path, model: nn.Module,
         meta = json.loads((found / "trainer.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise AttnlabError(f"{found / 'trainer.json'} is corrupt ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
+        raise AttnlabError(f"{found / 'trainer.json'} is corrupt (no step count)")
     load_model_weights(model, found / "model.safetensors")
     rng = {}
-    if (found / "optimizer.safetensors").is_file():
-        tensors = read_safetensors(found / "optimizer.safetensors")
+    saved = found / "optimizer.safetensors"
+    if optimizer is not None and (not saved.is_file() or meta.get("optimizer") is None):
+        raise AttnlabError(f"{found} holds no optimizer state ({saved.name} is missing); it "
+                           f"cannot be resumed")
+    if saved.is_file():
+        tensors = read_safetensors(saved)
         rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
-        if optimizer is not None and meta.get("optimizer") is not None:
+        if optimizer is not None:
             opt = {k: v for k, v in tensors.items() if not k.startswith("rng.")}
-            restore_optimizer(optimizer, opt, meta["optimizer"])
+            try:
+                restore_optimizer(optimizer, opt, meta["optimizer"])
+            except (KeyError, ValueError, TypeError, AttributeError) as e:
+                raise AttnlabError(f"{saved} does not hold this run's optimizer state "
+                                   f"({type(e).__name__}: {e}); the checkpoint is "
+                                   f"damaged") from None
+            _check_state(optimizer, saved)
     return meta, rng
+
+
+def _check_state(optimizer: torch.optim.Optimizer, saved: Path) -> None:
+    """`load_state_dict` takes per-parameter state with keys missing or of any shape; either
+    would only fail (or broadcast) inside a later step."""
+    keys = {frozenset(state) for state in optimizer.state.values() if state}
+    if len(keys) > 1:
+        raise AttnlabError(f"{saved}: the parameters' optimizer states hold different entries "
+                           f"({' / '.join(sorted(', '.join(sorted(k)) for k in keys))}); the "
+                           f"checkpoint is damaged")
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape != p.shape:
+                    raise AttnlabError(f"{saved}: optimizer state '{key}' has shape "
+                                       f"{tuple(value.shape)} for a parameter of shape "
+                                       f"{tuple(p.shape)}; the checkpoint is damaged")

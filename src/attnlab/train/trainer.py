@@ -115,8 +115,12 @@ class Trainer:
                                f"{self.run_dir / 'last'}); start a new run instead")
         state, rng = load_checkpoint(self.run_dir / "last", self.model, self.optimizer)
         self.step, self.best = state["step"], state.get("best_val_loss", float("inf"))
-        torch.set_rng_state(rng["torch"])
-        self.generator.set_state(rng["data"])
+        try:  # without the RNG states the resumed run would draw other batches and dropout
+            torch.set_rng_state(rng["torch"])
+            self.generator.set_state(rng["data"])
+        except (KeyError, RuntimeError, TypeError):
+            raise AttnlabError(f"{self.run_dir / 'last'} holds no usable RNG state; it cannot "
+                               f"be resumed exactly") from None
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
 
