@@ -769,6 +769,11 @@ def main(argv: list[str] | None = None) -> int:
         # so that the interpreter's final flush does not raise the same error again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what a C program killed by the broken pipe reports
+    except OSError as e:
+        # The file system refused a path the user gave (not writable, not a folder, disk
+        # full): the path and the reason in one line, not a traceback.
+        print(f"attnlab: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

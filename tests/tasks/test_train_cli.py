@@ -163,7 +163,7 @@ def refused(capsys, args, message):
     return err
 
 
-def test_bad_input_is_one_line_exit_2_and_nothing_overwritten(setup, capsys):
+def test_bad_input_is_one_line_exit_2_and_nothing_overwritten(setup, capsys, monkeypatch):
     tmp, recipe = setup
     env = {**os.environ, "ATTNLAB_HOME": str(tmp / "home")}
     busy = tmp / "busy"
@@ -191,6 +191,14 @@ def test_bad_input_is_one_line_exit_2_and_nothing_overwritten(setup, capsys):
     refused(capsys, ["train", str(recipe), "--max-minutes", "-2", "--out", str(tmp / "k")],
             "train.max_minutes must be >= 0, got -2.0")
     refused(capsys, ["eval", str(tmp), "--batches", "0"], "expected an integer >= 1")
+    # what the file system refuses is one line too: an unusable cache, an --out it won't make
+    (tmp / "a-file").write_text("")
+    monkeypatch.setenv("ATTNLAB_HOME", str(tmp / "a-file"))
+    refused(capsys, ["train", str(recipe), "--out", str(tmp / "l")],
+            f"cannot use {tmp / 'a-file'} as attnlab's cache, $ATTNLAB_HOME: it is a file")
+    monkeypatch.setenv("ATTNLAB_HOME", str(tmp / "home"))
+    refused(capsys, ["train", str(recipe), "--out", "/proc/attnlab-nothing/run"],
+            "No such file or directory: '/proc/attnlab-nothing")
     bad_yaml = tmp / "bad.yaml"
     bad_yaml.write_text("model: [unclosed\n")
     refused(capsys, ["train", str(bad_yaml)], "not valid YAML")
@@ -200,7 +208,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_overwritten(setup, capsys):
     fp16 = run_fails(["train", str(recipe), "--set", "train.precision=fp16", "--out",
                       str(tmp / "i")], "needs a GPU", env)
     assert len(fp16.stderr.strip().splitlines()) == 1, fp16.stderr  # no GradScaler warning
-    for d in ("e", "f", "g", "h", "i", "j", "k"):
+    for d in ("e", "f", "g", "h", "i", "j", "k", "l"):
         assert not (tmp / d).exists()
 
 

@@ -38,7 +38,12 @@ def cache_dir() -> Path:
     """
     home = os.environ.get("ATTNLAB_HOME")
     path = Path(home).expanduser() if home else Path.home() / ".cache" / "attnlab"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        where = "$ATTNLAB_HOME" if home else "the default cache (set ATTNLAB_HOME elsewhere)"
+        why = "it is a file" if path.is_file() else (e.strerror or str(e))
+        raise AttnlabError(f"cannot use {path} as attnlab's cache, {where}: {why}") from None
     return path
 
 
