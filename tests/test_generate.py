@@ -377,6 +377,9 @@ def test_empty_prompt_is_an_error():
         generate(model, [[1, 2], []])
     with pytest.raises(AttnlabError, match="empty prompt"):
         generate_text(model, CharTokenizer(), "")
+    for prompt in (123, ["a", 5], b"bytes"):
+        with pytest.raises(AttnlabError, match="prompt must be a string or a list of strings"):
+            generate_text(model, CharTokenizer(), prompt)
 
 
 @pytest.mark.parametrize("prompts, message", [

@@ -443,7 +443,9 @@ def generate_text(
         The continuation: a string for a string prompt, else a list of strings.
     """
     config = _configure(config, overrides)
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
+        raise AttnlabError(f"prompt must be a string or a list of strings, got {prompt!r:.60}")
     if stream is not None and len(prompts) != 1:
         raise AttnlabError(f"stream takes a single prompt, got {len(prompts)}")
     rows = [list(tokenizer.encode(p)) for p in prompts]

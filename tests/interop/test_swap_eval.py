@@ -150,6 +150,8 @@ def test_eval_of_a_run_under_another_mechanism(tmp_path, capsys):
     assert local["val_loss"] != pytest.approx(full["val_loss"], rel=1e-3)
     wide = evaluate_run(run_dir, batches=2, attention="local", options={"window": 64})
     assert wide["val_loss"] == pytest.approx(full["val_loss"], rel=1e-4)
+    with pytest.raises(AttnlabError, match="batches must be an integer >= 1"):
+        evaluate_run(run_dir, batches=0)  # not "0 = the default"
 
 
 def expect_error(capsys, args, message):

@@ -224,7 +224,11 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", batches: int | None
                  attention: str | None = None, options: dict | None = None) -> dict:
     """Validation loss, perplexity and bits per character of a language model; validation
     and test loss and accuracy of a classifier. With `attention`, the run's weights are
-    evaluated under that mechanism instead (`attnlab.models.swap.with_attention`)."""
+    evaluated under that mechanism instead (`attnlab.models.swap.with_attention`).
+    `batches` (default: the run's train.eval_batches) bounds the batches evaluated."""
+    if batches is not None and (isinstance(batches, bool) or not isinstance(batches, int)
+                                or batches < 1):
+        raise AttnlabError(f"batches must be an integer >= 1 (or None), got {batches!r}")
     model, tokenizer, cfg = load_run(run_dir, checkpoint=checkpoint)
     if attention is not None:
         model = with_attention(model, attention, options).model
