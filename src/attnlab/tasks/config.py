@@ -286,4 +286,3 @@ def load_run_config(recipe: str, overrides: list[str] | dict | None = None) -> R
                           f"char tokenizer's vocabulary is the text's characters (drop it, or "
                           f"set data.tokenizer=bpe)")
     return cfg
-
