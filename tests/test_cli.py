@@ -114,3 +114,34 @@ def test_the_generate_module_is_not_shadowed_by_a_reexport():
 
     assert attnlab.generate.generate_text is attnlab.generate_text
     assert callable(attnlab.generate.sample_next)
+
+
+def test_output_files_are_checked_before_any_work_and_never_replaced_unasked(tmp_path, capsys):
+    def refused(args, message):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+
+    mine = tmp_path / "mine.json"
+    mine.write_text("keep me")
+    # refused before the benchmark runs: an existing file, a suffix the writer cannot honour
+    refused(["bench", "attention", "--lengths", "16", "--json", str(mine)],
+            f"--json {mine} exists; give another name, or --force")
+    refused(["bench", "attention", "--lengths", "16", "--plot", str(tmp_path / "b.txt")],
+            "--plot must end in .png, got 'b.txt'")
+    refused(["icl", "no-such-model", "--data", "x.jsonl", "--template", "{text} {label}",
+             "--out", str(tmp_path / "same.png"), "--json", str(tmp_path / "same.png")],
+            "--json must end in .json")
+    refused(["icl", "no-such-model", "--data", "x.jsonl", "--template", "{text} {label}",
+             "--out", str(tmp_path)], "is a folder")
+    run = tmp_path / "run"  # plot: the run's own loss.png is redrawn, a named file is not
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(
+        "\n".join(json.dumps({"step": s, "loss": 3.0 / s, "lr": 1e-3}) for s in (1, 2, 3)))
+    refused(["plot", str(run), "--out", str(tmp_path / "p.txt")], "--out must end in .png")
+    (tmp_path / "p.png").write_text("keep me too")
+    refused(["plot", str(run), "--out", str(tmp_path / "p.png")], "exists")
+    assert main(["plot", str(run)]) == 0 and main(["plot", str(run)]) == 0
+    assert main(["plot", str(run), "--out", str(tmp_path / "p.png"), "--force"]) == 0
+    assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
+    assert mine.read_text() == "keep me" and not (tmp_path / "b.txt").exists()

@@ -15,6 +15,7 @@ import torch
 import attnlab
 from attnlab.attention import available
 from attnlab.errors import AttnlabError
+from attnlab.files import check_output, read_text_file
 from attnlab.layers import FEEDFORWARD, NORMS, POSITIONAL
 from attnlab.models import MODELS
 from attnlab.tasks.config import parse_overrides
@@ -331,9 +332,9 @@ def cmd_icl(args) -> int:
               else list(named.labels) if named else None)
     if labels is not None and any(not w.strip() for w in labels):
         raise AttnlabError(f"--labels has an empty word: '{args.labels}'")
-    for out in (args.out, args.json):  # refuse before an expensive run, not after
-        if out is not None and out.is_dir():
-            raise AttnlabError(f"{out} is a directory; give a file path")
+    # refused before an expensive run, not after
+    check_output(args.out, (".png",), "--out", force=args.force)
+    check_output(args.json, (".json",), "--json", force=args.force)
     PromptFormat(template, unescape(args.separator))  # a bad template fails before loading
     data = load_labelled(args.data, labels, limit=args.limit, seed=args.seed)
     model, tokenizer = load_lm(args.model, args.checkpoint)
@@ -486,7 +487,10 @@ def cmd_plot(args) -> int:
     metrics = args.run_dir / "metrics.jsonl"
     if not metrics.is_file():
         raise AttnlabError(f"{args.run_dir} has no metrics.jsonl; is it a run directory?")
-    out = plot_training(metrics, args.out or args.run_dir / "loss.png", title=str(args.run_dir))
+    # the default, the run's own loss.png, is redrawn in place; a file the user names is not
+    out = check_output(args.out, (".png",), "--out", force=args.force) or (
+        args.run_dir / "loss.png")
+    out = plot_training(metrics, out, title=str(args.run_dir))
     print(out)
     return 0
 
@@ -499,14 +503,12 @@ def _token_labels(tokenizer, ids: list[int]) -> list[str]:
 def cmd_viz(args) -> int:
     from attnlab.interop import folder_kind, load_pretrained
     from attnlab.models import EncoderDecoder
-    from attnlab.viz.view import check_out, render_attention
+    from attnlab.viz.view import render_attention
 
-    check_out(args.out)  # before any loading: a bad path costs nothing
+    check_output(args.out, (".png", ".html"), "--out", force=args.force)  # before any loading
     if (args.text is None) == (args.text_file is None):
         raise AttnlabError("give the text to look at with --text or --text-file (one of them)")
-    if args.text_file is not None and not args.text_file.is_file():
-        raise AttnlabError(f"no such text file: {args.text_file}")
-    text = args.text if args.text is not None else args.text_file.read_text(encoding="utf-8")
+    text = args.text if args.text is not None else read_text_file(args.text_file, "--text-file")
     if args.source.is_dir() and folder_kind(args.source) == "attnlab":
         from attnlab.tasks.run import load_run
 
@@ -538,6 +540,8 @@ def cmd_viz(args) -> int:
 def cmd_bench(args) -> int:
     from attnlab.bench import attention as lab
 
+    check_output(args.json, (".json",), "--json", force=args.force)
+    check_output(args.plot, (".png",), "--plot", force=args.force)
     series = args.mechanisms.split(",") if args.mechanisms else lab.available_series()
     lengths = args.lengths
     results = lab.run(series, lengths, mode=args.mode, causal=args.causal,
@@ -677,6 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--out", type=Path, help="PNG of accuracy against k")
     p.add_argument("--json", type=Path, help="write the results as JSON")
+    p.add_argument("--force", action="store_true", help="replace existing --out / --json files")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_icl)
 
@@ -720,12 +725,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--memory-budget", type=float, default=8192, help="MiB per point")
     b.add_argument("--json", type=Path)
     b.add_argument("--plot", type=Path)
+    b.add_argument("--force", action="store_true", help="replace existing --json / --plot files")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("plot", help="redraw a run's training curves")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/loss.png)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("viz", help="attention of a model on a text: maps (.png) or an "
@@ -744,6 +751,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-links", type=positive_int, default=3000,
                    help="head view: most links drawn per head")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_viz)
     return parser
 

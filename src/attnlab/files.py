@@ -1,5 +1,5 @@
-"""File helpers shared by data caches, checkpoints and run directories: atomic writes and
-hashing."""
+"""File helpers shared by data caches, checkpoints and run directories: atomic writes,
+hashing, and the checks on an output file a user names."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+from attnlab.errors import AttnlabError
 
 
 def atomic_write(path: Path, content: bytes | str | Callable[[BinaryIO], object]) -> None:
@@ -70,3 +72,47 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def check_output(path: Path | None, suffixes: tuple[str, ...], flag: str, *,
+                 force: bool = False) -> Path | None:
+    """Refuse, before any work is done, an output file the user named that cannot or must not
+    be written: a wrong suffix (the writer picks the format from it), a folder, a folder that
+    does not exist, or an existing file (a user's file is never replaced unless `force`).
+
+    Args:
+        path: the file, or None (nothing asked for; returned as is).
+        suffixes: the accepted suffixes, lower case with the dot (".png", ".json").
+        flag: the option's name for the message (e.g. "--out").
+        force: allow replacing an existing file.
+    """
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        raise AttnlabError(f"{flag} {path} is a folder; give a file name ending in "
+                           f"{' or '.join(suffixes)}")
+    if path.suffix.lower() not in suffixes:
+        raise AttnlabError(f"{flag} must end in {' or '.join(suffixes)}, got '{path.name}'")
+    if not path.parent.is_dir():
+        raise AttnlabError(f"the folder of {flag} does not exist: {path.parent}; create it first")
+    if path.exists() and not force:
+        raise AttnlabError(f"{flag} {path} exists; give another name, or --force to replace it")
+    return path
+
+
+def read_text_file(path: Path, what: str = "the text file") -> str:
+    """The UTF-8 text of a file the user named, or one clear error (missing, a folder, not
+    readable, not UTF-8)."""
+    path = Path(path)
+    if path.is_dir():
+        raise AttnlabError(f"{what} {path} is a folder, not a file")
+    if not path.exists():
+        raise AttnlabError(f"{what} {path} does not exist")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise AttnlabError(f"cannot read {path} as UTF-8 text ({e.reason} at byte "
+                           f"{e.start})") from None
+    except OSError as e:
+        raise AttnlabError(f"cannot read {path}: {e.strerror or e}") from None

@@ -202,5 +202,6 @@ def test_viz_reads_a_gguf_file_and_a_model_name(smollm, home, monkeypatch, tmp_p
                  "--head", "0"]) == 0
     assert mpimg.imread(png).shape[1] > 500
     capsys.readouterr()
-    assert main(["viz", str(path), "--text", text, "--out", str(png), "--layer", "30"]) == 2
+    assert main(["viz", str(path), "--text", text, "--out", str(png), "--layer", "30",
+                 "--force"]) == 2
     assert "layer" in capsys.readouterr().err

@@ -79,9 +79,16 @@ def _fails(capsys, *args):
 
 
 def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, capsys):
-    out = tmp_path / "map.png"
-    out.write_text("keep me")
+    out = tmp_path / "map.png"  # none of the refusals below may create it
     run = str(run_dir)
+    mine = tmp_path / "mine.png"
+    mine.write_text("keep me")
+    assert "exists; give another name, or --force" in _fails(
+        capsys, run, "--text", TEXT, "--out", str(mine))
+    assert "is a folder" in _fails(capsys, run, "--text-file", str(tmp_path), "--out", str(out))
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9".encode("latin-1"))
+    assert "cannot read" in _fails(capsys, run, "--text-file", str(latin1), "--out", str(out))
     assert "longer than the model's context of 32" in _fails(
         capsys, run, "--text", "x" * 40, "--out", str(out))
     assert "out of range" in _fails(capsys, run, "--text", TEXT, "--out", str(out),
@@ -101,8 +108,10 @@ def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, capsys):
     for name in ("config.json", "tokenizer.json"):
         shutil.copy(run_dir / name, empty / name)
     assert "no weights" in _fails(capsys, str(empty), "--text", TEXT, "--out", str(out))
-    assert out.read_text() == "keep me"  # nothing of the user's overwritten
-    assert not (tmp_path / "missing").exists()
+    assert not out.exists() and not (tmp_path / "missing").exists()
+    assert mine.read_text() == "keep me"  # nothing of the user's overwritten, unless asked
+    assert main(["viz", run, "--text", TEXT, "--out", str(mine), "--force"]) == 0
+    assert mine.read_bytes().startswith(b"\x89PNG")
 
 
 def test_render_encoder_decoder_with_cross_attention_selected(tmp_path):

@@ -25,7 +25,7 @@ import numpy as np
 
 from attnlab.data.corpora import PinnedArchive, cache_dir, fetch_archive
 from attnlab.errors import AttnlabError, unknown
-from attnlab.files import atomic_write, sha256_file
+from attnlab.files import atomic_write, read_text_file, sha256_file
 
 SPLITS = ("train", "val", "test")
 LABELS = ("negative", "positive")
@@ -193,10 +193,7 @@ def load_sentiment(source: str | Path = "vader-movies", *, seed: int = 0,
     """
     path = Path(source).expanduser()
     if path.is_file():
-        try:
-            raw = path.read_text("utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise AttnlabError(f"cannot read {path} as UTF-8 text: {e}") from None
+        raw = read_text_file(path, "the ratings file")
         texts, labels = binarize(parse_ratings(raw, where=str(path)))
         by_split, lab = _split(str(path), texts, labels, seed)
         meta = {"name": str(path), "seed": seed, "threshold": THRESHOLD,

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from attnlab.errors import AttnlabError, did_you_mean
+from attnlab.files import read_text_file
 
 
 @dataclass
@@ -99,10 +100,7 @@ def _split(name: str, texts: list[str], labels: list[int], names: list[str], *,
 def read_labelled_file(path: Path) -> tuple[list[str], list[str]]:
     """(texts, label strings) of a JSONL file ({"text": ..., "label": ...} per line) or a CSV
     file with a header row holding `text` and `label` columns."""
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise AttnlabError(f"cannot read {path} as UTF-8 text ({e})") from None
+    raw = read_text_file(path, "the labelled file")
     texts, labels = [], []
     if path.suffix.lower() == ".csv":
         reader = csv.DictReader(raw.splitlines())
