@@ -145,3 +145,22 @@ def test_output_files_are_checked_before_any_work_and_never_replaced_unasked(tmp
     assert main(["plot", str(run), "--out", str(tmp_path / "p.png"), "--force"]) == 0
     assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
     assert mine.read_text() == "keep me" and not (tmp_path / "b.txt").exists()
+
+
+def test_plot_refuses_damaged_metrics_but_ignores_a_torn_last_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [json.dumps({"step": s, "loss": 3.0 / s, "lr": 1e-3}) for s in (1, 2, 3)]
+    metrics = run / "metrics.jsonl"
+    metrics.write_text("\n".join(rows) + '\n{"step": 4, "lo')  # a run killed mid-write
+    assert main(["plot", str(run)]) == 0
+    for content, message in ((b"\xff\xfe junk", "not UTF-8"),
+                             ("\n".join([rows[0], "{bad", rows[1]]), "line 2 is not JSON"),
+                             (json.dumps({"step": "x", "loss": 1.0}), "no numeric step"),
+                             (json.dumps({"step": 1, "loss": 1.0}), "has no lr"),
+                             ("", "holds no metrics yet")):
+        metrics.write_bytes(content if isinstance(content, bytes) else content.encode())
+        capsys.readouterr()
+        assert main(["plot", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err

@@ -6,17 +6,29 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from attnlab.errors import AttnlabError
 from attnlab.viz.plotting import figure, save
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """Rows of a metrics.jsonl; a torn last line (a killed run) is ignored."""
+    """Rows of a metrics.jsonl, each a JSON object with a numeric `step`. A torn last line (a
+    run killed mid-write) is ignored; anything else malformed is a damaged file."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise AttnlabError(f"{path} is not UTF-8 text; the file is damaged") from None
     rows = []
-    for line in Path(path).read_text().splitlines():
+    for number, line in enumerate(lines, 1):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
-            continue
+            if number == len(lines):
+                continue
+            raise AttnlabError(f"{path}: line {number} is not JSON; the file is damaged") from None
+        step = row.get("step") if isinstance(row, dict) else None
+        if isinstance(step, bool) or not isinstance(step, (int, float)):
+            raise AttnlabError(f"{path}: line {number} has no numeric step; the file is damaged")
+        rows.append(row)
     return rows
 
 
@@ -24,7 +36,11 @@ def plot_training(metrics_path: Path, out: Path, *, title: str = "") -> Path:
     """Draw loss (train, validation), learning rate and tokens/s against the step, and the
     validation accuracy of a classifier beside its chance and majority-class baselines."""
     rows = read_metrics(metrics_path)
+    if not rows:
+        raise AttnlabError(f"{metrics_path} holds no metrics yet; nothing to plot")
     train = [r for r in rows if "loss" in r]
+    if any("lr" not in r for r in train):
+        raise AttnlabError(f"{metrics_path}: a training row has no lr; the file is damaged")
     val = [r for r in rows if "val_loss" in r]
     accuracy = [r for r in val if "val_accuracy" in r]
     fig, axes = figure(1, 4 if accuracy else 3, figsize=(17 if accuracy else 13, 3.6))
