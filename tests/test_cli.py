@@ -164,3 +164,27 @@ def test_plot_refuses_damaged_metrics_but_ignores_a_torn_last_line(tmp_path, cap
         assert main(["plot", str(run)]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench", "attention", "--time-budget", "nan"], "expected a finite number > 0, got 'nan'"),
+    (["bench", "attention", "--time-budget", "inf"], "expected a finite number > 0"),
+    (["bench", "attention", "--memory-budget", "-5"], "expected a finite number > 0"),
+    (["bench", "attention", "--mechanisms", ""], "--mechanisms is empty"),
+    (["icl", "m", "--data", "x.jsonl", "--seed", "-1"], "expected an integer >= 0, got '-1'"),
+    (["rl-data", "CartPole-v1", "--seed", "-1"], "expected an integer >= 0"),
+    (["rl-data", "CartPole-v1", "--out", "x.safetensors", "--mix", "random=nan"],
+     "must be a finite number"),
+    (["rl-data", "CartPole-v1", "--out", "x.safetensors", "--mix", "random=1,random=1"],
+     "names 'random' twice"),
+])
+def test_numbers_that_cannot_be_used_are_refused_up_front(args, message, capsys, tmp_path,
+                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written, but if it were, not into the repo
+    try:
+        code = main(args)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []

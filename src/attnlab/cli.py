@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -61,6 +62,27 @@ def positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got '{text}'")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (NaN and inf would reach arithmetic that cannot take them)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got '{text}'")
     return value
 
 
@@ -542,7 +564,12 @@ def cmd_bench(args) -> int:
 
     check_output(args.json, (".json",), "--json", force=args.force)
     check_output(args.plot, (".png",), "--plot", force=args.force)
-    series = args.mechanisms.split(",") if args.mechanisms else lab.available_series()
+    series = lab.available_series()
+    if args.mechanisms is not None:
+        series = [m.strip() for m in args.mechanisms.split(",") if m.strip()]
+        if not series:
+            raise AttnlabError("--mechanisms is empty; name at least one (or leave it out for "
+                               "all)")
     lengths = args.lengths
     results = lab.run(series, lengths, mode=args.mode, causal=args.causal,
                       time_budget=args.time_budget, memory_budget_mib=args.memory_budget,
@@ -606,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="new .safetensors file (a .json sidecar beside it)")
     p.add_argument("--episodes", type=positive_int)
     p.add_argument("--mix", help="policy shares, e.g. random=0.4,noisy=0.5,expert=0.1")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=non_negative_int)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_rl_data)
 
@@ -675,7 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random demonstration sets per k")
     p.add_argument("--limit", type=positive_int, help="most queries (default 200; 50 for "
                                                        "continents)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--multi-token", action="store_true",
                    help="allow label words of several tokens (their log-probs summed)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
@@ -721,8 +748,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated sequence lengths")
     b.add_argument("--mode", choices=("fwd", "fwd+bwd"), default="fwd")
     b.add_argument("--causal", action="store_true")
-    b.add_argument("--time-budget", type=float, default=30.0, help="seconds per call")
-    b.add_argument("--memory-budget", type=float, default=8192, help="MiB per point")
+    b.add_argument("--time-budget", type=positive_float, default=30.0, help="seconds per call")
+    b.add_argument("--memory-budget", type=positive_float, default=8192, help="MiB per point")
     b.add_argument("--json", type=Path)
     b.add_argument("--plot", type=Path)
     b.add_argument("--force", action="store_true", help="replace existing --json / --plot files")

@@ -21,6 +21,7 @@ Named datasets (`DATASETS`) are generated on first use into `$ATTNLAB_HOME/rl/` 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -64,9 +65,12 @@ class DatasetSpec:
                 raise AttnlabError(f"unknown behaviour policy '{name}'"
                                    f"{did_you_mean(name, POLICIES)}; choose from: "
                                    f"{', '.join(POLICIES)}")
-            if share < 0:
-                raise AttnlabError(f"policy share of '{name}' must be >= 0, got {share}")
+            if not share >= 0 or not math.isfinite(share):  # NaN fails `>= 0`
+                raise AttnlabError(f"policy share of '{name}' must be a finite number >= 0, "
+                                   f"got {share}")
         total = sum(self.mix.values())
+        if self.seed < 0:
+            raise AttnlabError(f"the seed must be >= 0, got {self.seed}")
         if self.episodes < 1 or total <= 0:
             raise AttnlabError("a dataset needs episodes >= 1 and a policy mix with a share > 0")
         counts = {k: int(self.episodes * v / total + 1e-9) for k, v in self.mix.items()}
@@ -278,12 +282,18 @@ def parse_mix(text: str) -> dict[str, float]:
     for part in text.split(","):
         name, sep, share = part.partition("=")
         try:
-            mix[name.strip()] = float(share)
+            value = float(share)
         except ValueError:
             sep = ""
         if not sep:
             raise AttnlabError(f"--mix takes policy=share pairs like random=0.4,noisy=0.5,"
                                f"expert=0.1; got '{part}'")
+        if not math.isfinite(value):
+            raise AttnlabError(f"--mix: the share of '{name.strip()}' must be a finite number, "
+                               f"got {share}")
+        if name.strip() in mix:
+            raise AttnlabError(f"--mix names '{name.strip()}' twice")
+        mix[name.strip()] = value
     return mix
 
 
