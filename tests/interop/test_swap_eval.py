@@ -75,8 +75,13 @@ def test_a_swap_the_model_cannot_take_is_an_error():
         with_attention(tiny_gpt(), "linformer")
     with pytest.raises(ConfigError, match="no option 'size'"):
         with_attention(tiny_gpt(), "local", {"size": 3})
-    with pytest.raises(AttnlabError, match="no attention config"):
+    with pytest.raises(AttnlabError, match="no attention mechanism to swap"):
         with_attention(torch.nn.Linear(2, 2), "local")
+    from attnlab.models.rnn import RNNSeq2Seq, RNNSeq2SeqConfig
+
+    rnn = RNNSeq2Seq(RNNSeq2SeqConfig(vocab_size=10, d_embed=8, hidden=8, max_len=8))
+    with pytest.raises(AttnlabError, match="RNNSeq2Seq has no attention mechanism to swap"):
+        with_attention(rnn, "local")  # its `attention` names a Luong decoder, not a mechanism
 
 
 def test_held_out_loss_equals_a_hand_computed_chunked_cross_entropy(bpe):

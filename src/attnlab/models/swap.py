@@ -60,8 +60,11 @@ def with_attention(model: nn.Module, attention: str,
         options: that mechanism's options, e.g. {"window": 64}; invalid ones are an error.
     """
     config = getattr(model, "config", None)
-    if config is None or not hasattr(config, "attention"):
-        raise AttnlabError(f"{type(model).__name__} has no attention config to swap")
+    # The RNN seq2seq config has an `attention` field too, but it names a Luong/Bahdanau
+    # decoder, not a registered mechanism: only configs with mechanism options swap.
+    if config is None or not hasattr(config, "attention_options"):
+        raise AttnlabError(f"{type(model).__name__} has no attention mechanism to swap "
+                           f"(models with one: GPT, Encoder, EncoderDecoder, ...)")
     # the config validates the name, its options and causality for a decoder
     new_config = dataclasses.replace(config, attention=attention,
                                      attention_options=dict(options or {}))
