@@ -188,3 +188,25 @@ def test_numbers_that_cannot_be_used_are_refused_up_front(args, message, capsys,
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_too_large_to_allocate_is_one_line(capsys, monkeypatch):
+    import attnlab.cli
+
+    def refuse(*args, **kwargs):  # what torch's CPU allocator raises (a real ~100 TB request
+        # would depend on the machine's overcommit policy)
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
+                           "can't allocate memory: you tried to allocate 102399999995904 bytes.")
+
+    monkeypatch.setattr(attnlab.cli, "build_model", refuse)
+    assert main(["model", "gpt", "--set", "d_model=99999999996"]) == 2
+    err = capsys.readouterr().err
+    assert "out of memory (102,399,999,995,904 bytes in one piece)" in err, err
+    assert err.count("\n") == 1
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("shape mismatch")  # any other RuntimeError is a bug: it propagates
+
+    monkeypatch.setattr(attnlab.cli, "build_model", bug)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        main(["model", "gpt"])

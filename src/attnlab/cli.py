@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -808,6 +809,16 @@ def main(argv: list[str] | None = None) -> int:
         # The file system refused a path the user gave (not writable, not a folder, disk
         # full): the path and the reason in one line, not a traceback.
         print(f"attnlab: error: {e}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:
+        # A size the user asked for (d_model, a batch, a length) that the allocator refuses.
+        # Any other RuntimeError is a bug and keeps its traceback.
+        if not isinstance(e, MemoryError) and "can't allocate memory" not in str(e):
+            raise
+        asked = re.search(r"allocate (\d+) bytes", str(e))
+        size = f" ({int(asked.group(1)):,} bytes in one piece)" if asked else ""
+        print(f"attnlab: error: out of memory{size}; ask for a smaller model or batch",
+              file=sys.stderr)
         return 2
 
 
