@@ -306,7 +306,8 @@ def cmd_generate(args) -> int:
                                    f"{', '.join(sampling)} only apply to language models "
                                    f"(set the beam width with --beam)")
             model, tokenizer, cfg = load_run(args.run_dir, checkpoint=args.checkpoint)
-            print(kind.transduce(model, tokenizer, cfg, args.prompt, beam_size=args.beam))
+            print(kind.transduce(model, tokenizer, cfg, args.prompt, beam_size=args.beam,
+                                 max_new_tokens=args.max_new_tokens))
             return 0
     if args.beam is not None:
         raise AttnlabError(f"--beam is for translation / summarization runs; {args.run_dir} "
@@ -317,7 +318,7 @@ def cmd_generate(args) -> int:
         if getattr(tokenizer, "chat", None) is None:
             raise AttnlabError(f"{args.run_dir} has no chat template; drop --chat")
         prompt, shown = tokenizer.chat_prompt(args.prompt), ""  # print the answer only
-    options = dict(max_new_tokens=args.max_new_tokens,
+    options = dict(max_new_tokens=200 if args.max_new_tokens is None else args.max_new_tokens,
                    temperature=0.8 if args.temperature is None else args.temperature,
                    top_k=args.top_k, top_p=args.top_p,
                    repetition_penalty=(1.0 if args.repetition_penalty is None
@@ -673,7 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chat", action="store_true",
                    help="wrap the prompt in the model's chat template as a user message and "
                         "print only the answer")
-    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--max-new-tokens", type=int,
+                   help="default 200 (translation / summarization: about 1.5x the source)")
     p.add_argument("--temperature", type=float, help="0 = greedy (default 0.8)")
     p.add_argument("--top-k", type=int)
     p.add_argument("--top-p", type=float)

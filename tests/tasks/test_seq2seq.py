@@ -188,6 +188,15 @@ def test_generate_takes_a_beam_width_and_refuses_sampling_flags_and_empty_prompt
     err = capsys.readouterr().err.strip()
     assert "--temperature, --top-k only apply to language models" in err and "--beam" in err
     assert len(err.splitlines()) == 1
+    # a prompt longer than the model reads is refused, not cut; so is a bad token budget
+    assert main(["generate", str(run), "--prompt", "three one " * 40]) == 2
+    assert "longer than the 24 this model reads" in capsys.readouterr().err
+    for bad in ("0", "-3", "24"):
+        assert main(["generate", str(run), "--prompt", "two", "--max-new-tokens", bad]) == 2
+        assert "max_new_tokens must be in [1, 23]" in capsys.readouterr().err
+    assert main(["generate", str(run), "--prompt", "two", "--max-new-tokens", "2"]) == 0
+    assert capsys.readouterr().out.strip() == TASKS["seq2seq"].transduce(
+        model, tok, run_cfg, "two", max_new_tokens=2).strip()
 
 
 def test_data_list_names_the_pair_datasets(capsys):

@@ -137,6 +137,10 @@ class Seq2Seq(_PairTask):
         device: where batches go.
     """
 
+    def limits(self, source_tokens: int) -> tuple[int, int]:
+        """(longest source the encoder reads, most new tokens the decoder holds)."""
+        return self.max_len, self.max_len - 1
+
     def make_batch(self, src: list[list[int]], tgt: list[list[int]]):
         t = self.tokenizer
         src = [s[: self.max_len] or [t.pad_id] for s in src]
@@ -191,6 +195,12 @@ class Seq2SeqLM(_PairTask):
     @property
     def target_budget(self) -> int:
         return self.max_len // 4
+
+    def limits(self, source_tokens: int) -> tuple[int, int]:
+        """(longest source read, most new tokens after it): source + sep + target share the
+        context, and training kept a quarter of it for the target."""
+        longest = self.max_len - self.target_budget - 1
+        return longest, self.max_len - min(source_tokens, longest) - 1
 
     def make_batch(self, src: list[list[int]], tgt: list[list[int]]):
         t = self.tokenizer
@@ -312,17 +322,26 @@ class _PairRun:
                                      in zip(sources[:3], refs[:3], outputs[:3], strict=True)]})
         return metrics
 
-    def transduce(self, model, tokenizer, cfg, prompt: str, *,
-                  beam_size: int | None = None) -> str:
+    def transduce(self, model, tokenizer, cfg, prompt: str, *, beam_size: int | None = None,
+                  max_new_tokens: int | None = None) -> str:
         """The model's translation / summary of `prompt` (beam search, `beam_size` wide or the
-        kind's default)."""
+        kind's default; at most `max_new_tokens`, default about 1.5x the source's length).
+        A prompt longer than the model reads is refused, not cut."""
         if not prompt.strip():
             raise AttnlabError("the prompt is empty; give the text to translate or summarize")
         empty = PairSplits(name="prompt", train=[], val=[], test=[], metrics=(),
                            baseline_name="", baseline=str)
         task = self.task_class(model, tokenizer, empty)
+        n = len(tokenizer.encode([prompt])[0])
+        longest, room = task.limits(n)
+        if n > longest:
+            raise AttnlabError(f"the prompt is {n} tokens, longer than the {longest} this model "
+                               f"reads; shorten it")
+        if max_new_tokens is not None and not 1 <= max_new_tokens <= room:
+            raise AttnlabError(f"max_new_tokens must be in [1, {room}] for this model and "
+                               f"prompt, got {max_new_tokens}")
         return task.generate(model, [prompt], beam_size=beam_size or self.beam_size,
-                             alpha=self.alpha)[0]
+                             alpha=self.alpha, max_new_tokens=max_new_tokens)[0]
 
     @staticmethod
     def format_metrics(m: dict) -> str:
