@@ -54,6 +54,9 @@ def test_demo_runs_every_architecture_and_mechanism():
     (["model", "gpt", "--set", "d_model=abc"], "d_model must be int"),
     (["model", "gpt", "--set", "novalue"], "--set takes key=value"),
     (["model", "gpt", "--seq-len", "0"], "expected an integer >= 1"),
+    (["model", "gpt", "--set", "rope_theta=nan"], "rope_theta must be a finite number"),
+    (["model", "gpt", "--set", "norm_eps=-1"], "norm_eps and rope_theta must be > 0"),
+    (["model", "seq2seq", "--set", "n_decoder_layers=-1"], "n_decoder_layers must be >= 1"),
     (["modle"], "invalid choice"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, capsys):

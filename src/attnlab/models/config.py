@@ -4,6 +4,7 @@ fails with one clear line before any tensor is allocated."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,8 @@ def _check_types(config) -> None:
                                                      allowed)
         if not ok:
             raise ConfigError(f"{f.name} must be {f.type}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):  # no field means NaN or inf
+            raise ConfigError(f"{f.name} must be a finite number, got {value}")
 
 
 def from_dict(cls, values: dict[str, Any], where: str = ""):
@@ -138,6 +141,9 @@ class TransformerConfig:
             raise ConfigError(f"d_ff must be >= 1, got {self.d_ff}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.norm_eps <= 0 or self.rope_theta <= 0:
+            raise ConfigError(f"norm_eps and rope_theta must be > 0, got {self.norm_eps} and "
+                              f"{self.rope_theta}")
         registry.get(self.attention)  # unknown names fail here, with the nearest suggested
         valid = registry.options(self.attention)
         for key in self.attention_options:
@@ -251,6 +257,9 @@ class Seq2SeqConfig(TransformerConfig):
                               "decoder's cross-attention cannot be made reversible; set "
                               "reversible=False")
         super().__post_init__()
+        if self.n_decoder_layers is not None and self.n_decoder_layers < 1:
+            raise ConfigError(f"n_decoder_layers must be >= 1 (or None: n_layers), got "
+                              f"{self.n_decoder_layers}")
         _require_causal(self.attention, "the decoder of an encoder-decoder")
         if self.share_embeddings and self.target_vocab != self.vocab_size:
             raise ConfigError("share_embeddings needs tgt_vocab_size == vocab_size; set "
