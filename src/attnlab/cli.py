@@ -443,9 +443,11 @@ def cmd_eval(args) -> int:
         raise AttnlabError("--option needs --attention NAME, the mechanism it configures")
     source = args.run_dir
     if source.is_dir() and folder_kind(source) == "attnlab":
-        if args.data is not None:
-            raise AttnlabError("--data is for pretrained models; a run is evaluated on its own "
-                               "validation data")
+        given = [flag for flag, value in (("--data", args.data), ("--tokens", args.tokens),
+                                          ("--context", args.context)) if value is not None]
+        if given:
+            raise AttnlabError(f"{', '.join(given)}: for pretrained models; a run is evaluated "
+                               f"on its own validation data")
         from attnlab.tasks.run import TASKS, evaluate_run, read_run_config
 
         report = getattr(TASKS[read_run_config(source).task], "format_metrics", None)
@@ -486,7 +488,8 @@ def eval_pretrained(args, options: dict) -> dict:
         raise AttnlabError(f"--context must be in [2, {model.config.max_len}] (the model's "
                            f"max_len), got {context}")
     text, where = load_text(args.data or "shakespeare")
-    m = held_out_loss(model, tokenizer, text, context=context, max_tokens=args.tokens,
+    m = held_out_loss(model, tokenizer, text, context=context,
+                      max_tokens=16384 if args.tokens is None else args.tokens,
                       progress=not args.json)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -735,8 +738,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an option of --attention, e.g. window=64 (repeatable)")
     p.add_argument("--data", help="pretrained models: corpus name or text file whose last 10%% "
                                   "is scored (default shakespeare)")
-    p.add_argument("--tokens", type=positive_int, default=16384,
-                   help="pretrained models: held-out tokens to score")
+    p.add_argument("--tokens", type=positive_int,
+                   help="pretrained models: held-out tokens to score (default 16384)")
     p.add_argument("--context", type=positive_int,
                    help="pretrained models: tokens per window (default min(max_len, 1024))")
     p.add_argument("--json", action="store_true")

@@ -308,6 +308,8 @@ def test_resume_refuses_another_model_and_missing_checkpoints(setup, capsys):
     (run / "best" / "model.safetensors").write_bytes(data[: len(data) // 3])
     refused(capsys, ["eval", str(run)], "truncated or corrupt")
     refused(capsys, ["eval", str(tmp)], "nor an attnlab run directory")
+    refused(capsys, ["eval", str(run), "--tokens", "5", "--context", "8"],
+            "--tokens, --context: for pretrained models")  # not silently ignored
     # a last/ checkpoint that lost its RNG states (or its optimizer state) is not resumed
     # inexactly: one line, and the checkpoint stays as it was
     from safetensors.torch import load_file, save_file
