@@ -533,6 +533,10 @@ def cmd_viz(args) -> int:
     from attnlab.viz.view import render_attention
 
     check_output(args.out, (".png", ".html"), "--out", force=args.force)  # before any loading
+    view_only = [flag for flag, value in (("--per-query", args.per_query),
+                                          ("--max-links", args.max_links)) if value is not None]
+    if view_only and args.out.suffix.lower() != ".html":
+        raise AttnlabError(f"{', '.join(view_only)}: for the head view (--out ending in .html)")
     if (args.text is None) == (args.text_file is None):
         raise AttnlabError("give the text to look at with --text or --text-file (one of them)")
     text = args.text if args.text is not None else read_text_file(args.text_file, "--text-file")
@@ -558,8 +562,8 @@ def cmd_viz(args) -> int:
         raise AttnlabError("--target is for encoder-decoder models only; drop it")
     out = render_attention(model, ids, args.out, labels=_token_labels(tokenizer, ids),
                            target_ids=target_ids, target_labels=target_labels,
-                           layer=args.layer, head=args.head, per_query=args.per_query,
-                           max_links=args.max_links, title=f"{args.source}")
+                           layer=args.layer, head=args.head, per_query=args.per_query or 8,
+                           max_links=args.max_links or 3000, title=f"{args.source}")
     print(out)
     return 0
 
@@ -779,10 +783,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="map.png (layers x heads grid) or view.html (head view)")
     p.add_argument("--layer", type=int, help="one attention layer (in call order)")
     p.add_argument("--head", type=int, help="with --layer: enlarge this head")
-    p.add_argument("--per-query", type=positive_int, default=8,
-                   help="head view: strongest links drawn per token")
-    p.add_argument("--max-links", type=positive_int, default=3000,
-                   help="head view: most links drawn per head")
+    p.add_argument("--per-query", type=positive_int,
+                   help="head view: strongest links drawn per token (default 8)")
+    p.add_argument("--max-links", type=positive_int,
+                   help="head view: most links drawn per head (default 3000)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_viz)

@@ -86,6 +86,8 @@ def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, capsys):
     assert "exists; give another name, or --force" in _fails(
         capsys, run, "--text", TEXT, "--out", str(mine))
     assert "is a folder" in _fails(capsys, run, "--text-file", str(tmp_path), "--out", str(out))
+    assert "--per-query: for the head view" in _fails(capsys, run, "--text", TEXT, "--out",
+                                                      str(out), "--per-query", "3")
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("caf\xe9".encode("latin-1"))
     assert "cannot read" in _fails(capsys, run, "--text-file", str(latin1), "--out", str(out))
