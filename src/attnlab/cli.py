@@ -424,7 +424,8 @@ def cmd_predict(args) -> int:
         raise AttnlabError(f"{source} is a pretrained model without a trained head; train one "
                            f"(attnlab train sentiment-finetune --out RUN) and predict from RUN")
     if not source.is_dir():
-        raise AttnlabError(f"no such run directory: {source}")
+        what = "is a file, not a run directory" if source.exists() else "does not exist"
+        raise AttnlabError(f"{source} {what}; give a text-classify run directory")
     rows = predict_run(source, args.text, checkpoint=args.checkpoint)
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -284,7 +284,8 @@ def test_predict_errors_are_one_line_with_status_2(ratings, bert_folder, tmp_pat
               resume=False, progress=False, log=lambda *a: None)
     capsys.readouterr()
     cases = [
-        (["predict", str(tmp_path / "missing"), "--text", "x"], "no such run directory"),
+        (["predict", str(tmp_path / "missing"), "--text", "x"], "missing does not exist"),
+        (["predict", str(ratings), "--text", "x"], "is a file, not a run directory"),
         (["predict", str(bert_folder), "--text", "x"], "without a trained head"),
         (["predict", "all-MiniLM-L6-v2", "--text", "x"], "without a trained head"),
         (["predict", str(run), "--text", "  "], "text 1 is empty"),
