@@ -259,9 +259,10 @@ def cmd_train(args) -> int:
     return 0
 
 
-def load_lm(source: Path, checkpoint: str = "best"):
+def load_lm(source: Path, checkpoint: str = "best", command: str = "generate"):
     """(GPT, tokenizer) from a run directory, an HF folder, a GGUF file or a model name; the
-    last three are converted in memory (`attnlab convert` writes the conversion out)."""
+    last three are converted in memory (`attnlab convert` writes the conversion out).
+    `command` names the caller in errors."""
     from attnlab.interop import folder_kind, load_pretrained
     from attnlab.interop.gguf import ChatTemplate, ChatTokenizer
     from attnlab.models import GPT
@@ -270,7 +271,7 @@ def load_lm(source: Path, checkpoint: str = "best"):
     if source.is_dir() and folder_kind(source) == "attnlab":
         model, tokenizer, cfg = load_run(source, checkpoint=checkpoint)
         if cfg.task != "lm":
-            raise AttnlabError(f"{source} holds a {cfg.task} model; generate needs a "
+            raise AttnlabError(f"{source} holds a {cfg.task} model; {command} needs a "
                                f"language model (task lm)")
         # a run converted from a chat model keeps its chat template in tokenizer_config.json
         config = source / "tokenizer_config.json"
@@ -281,9 +282,10 @@ def load_lm(source: Path, checkpoint: str = "best"):
         return model, tokenizer
     model, tokenizer = load_pretrained(source)
     if not isinstance(model, GPT):
-        raise AttnlabError(f"{source} holds an encoder; generate needs a causal language model")
+        raise AttnlabError(f"{source} holds an encoder; {command} needs a causal language "
+                           f"model")
     if tokenizer is None:
-        raise AttnlabError(f"{source} has no tokenizer (tokenizer.json); generate needs one")
+        raise AttnlabError(f"{source} has no tokenizer (tokenizer.json); {command} needs one")
     return model, tokenizer
 
 
@@ -361,7 +363,7 @@ def cmd_icl(args) -> int:
     check_output(args.json, (".json",), "--json", force=args.force)
     PromptFormat(template, unescape(args.separator))  # a bad template fails before loading
     data = load_labelled(args.data, labels, limit=args.limit, seed=args.seed)
-    model, tokenizer = load_lm(args.model, args.checkpoint)
+    model, tokenizer = load_lm(args.model, args.checkpoint, command="icl")
     result = icl_accuracy(model, tokenizer, data, template=template, label_words=labels,
                           separator=unescape(args.separator), shots=tuple(args.shots),
                           draws=args.draws, seed=args.seed, multi_token=args.multi_token,
@@ -479,7 +481,7 @@ def eval_pretrained(args, options: dict) -> dict:
     if args.batches is not None:
         raise AttnlabError("--batches is for run directories; use --tokens for a pretrained "
                            "model")
-    model, tokenizer = load_lm(args.run_dir)
+    model, tokenizer = load_lm(args.run_dir, command="eval")
     notes = []
     if args.attention is not None:
         swap = with_attention(model, args.attention, options)

@@ -223,6 +223,10 @@ def test_a_non_empty_out_is_refused_and_left_alone(tmp_path, capsys):
     expect_error(capsys, ["convert", src, "--out", out], "exists and is not empty")
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
     assert (out / "mine.txt").read_text() == "precious"
+    empty_file = tmp_path / "empty-file"
+    empty_file.write_text("")
+    expect_error(capsys, ["convert", src, "--out", empty_file], "empty-file is a file")
+    assert empty_file.read_text() == ""
     (out / "mine.txt").unlink()  # an empty folder is fine
     assert run("convert", src, "--out", out) == 0
 

@@ -348,7 +348,10 @@ def convert(src: str | Path, out: str | Path, *, to: str | None = None,
 
 
 def _check_new(path: Path) -> None:
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and not path.is_dir():
+        raise AttnlabError(f"{path} is a file; give a new or empty output folder (nothing was "
+                           f"written)")
+    if path.exists() and any(path.iterdir()):
         raise AttnlabError(f"{path} exists and is not empty; give a new or empty output folder "
                            f"(nothing was written)")
 
