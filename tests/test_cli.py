@@ -86,9 +86,12 @@ def test_yaml_and_json_configs_read_numbers_as_numbers(tmp_path):
     from attnlab.tasks.config import load_run_config
 
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("train:\n  lr: 3e-4\n  min_lr: 1e-5\n  max_steps: 10\n")
+    # forms YAML 1.1 reads as strings: no dot, or an exponent without its sign
+    recipe.write_text("train:\n  lr: 3e-4\n  min_lr: .5e-5\n  max_steps: 10\n"
+                      "  max_minutes: 1.0e1\n")
     cfg = load_run_config(str(recipe))
-    assert (cfg.train.lr, cfg.train.min_lr, cfg.train.max_steps) == (3e-4, 1e-5, 10)
+    assert (cfg.train.lr, cfg.train.min_lr, cfg.train.max_steps, cfg.train.max_minutes) == (
+        3e-4, 5e-6, 10, 10.0)
     saved = tmp_path / "config.json"  # a run's config.json replays as the run it describes
     saved.write_text(json.dumps(cfg.to_dict()))
     assert load_run_config(str(saved)) == cfg

@@ -187,9 +187,11 @@ class _YAMLLoader(yaml.SafeLoader):
     in a float (`3.0e-4`) and reads `3e-4` as a string, which a config would then refuse."""
 
 
-_YAMLLoader.add_implicit_resolver("tag:yaml.org,2002:float",
-                                  re.compile(r"^[-+]?[0-9][0-9_]*\.?[eE][-+]?[0-9]+$"),
-                                  list("-+0123456789"))
+# Any mantissa with an exponent (YAML 1.1 also wants the exponent's sign: `1.0e5` is a string)
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 def recipes() -> list[str]:
