@@ -489,9 +489,8 @@ def eval_pretrained(args, options: dict) -> dict:
         raise AttnlabError(f"--context must be in [2, {model.config.max_len}] (the model's "
                            f"max_len), got {context}")
     text, where = load_text(args.data or "shakespeare")
-    m = held_out_loss(model, tokenizer, text, context=context,
-                      max_tokens=16384 if args.tokens is None else args.tokens,
-                      progress=not args.json)
+    budget = {} if args.tokens is None else {"max_tokens": args.tokens}  # else its default
+    m = held_out_loss(model, tokenizer, text, context=context, progress=not args.json, **budget)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     return {**m, "data": where.split(" (")[0], "context": context,
@@ -561,10 +560,11 @@ def cmd_viz(args) -> int:
         target_labels = _token_labels(tokenizer, target_ids)
     elif args.target is not None:
         raise AttnlabError("--target is for encoder-decoder models only; drop it")
+    view = {k: v for k, v in (("per_query", args.per_query), ("max_links", args.max_links))
+            if v is not None}  # else render_attention's defaults
     out = render_attention(model, ids, args.out, labels=_token_labels(tokenizer, ids),
                            target_ids=target_ids, target_labels=target_labels,
-                           layer=args.layer, head=args.head, per_query=args.per_query or 8,
-                           max_links=args.max_links or 3000, title=f"{args.source}")
+                           layer=args.layer, head=args.head, title=f"{args.source}", **view)
     print(out)
     return 0
 

@@ -288,9 +288,6 @@ def parse_mix(text: str) -> dict[str, float]:
         if not sep:
             raise AttnlabError(f"--mix takes policy=share pairs like random=0.4,noisy=0.5,"
                                f"expert=0.1; got '{part}'")
-        if not math.isfinite(value):
-            raise AttnlabError(f"--mix: the share of '{name.strip()}' must be a finite number, "
-                               f"got {share}")
         if name.strip() in mix:
             raise AttnlabError(f"--mix names '{name.strip()}' twice")
         mix[name.strip()] = value

@@ -75,6 +75,18 @@ class DataConfig:
         if not 0.0 < self.val_fraction < 0.5:
             raise ConfigError(f"data.val_fraction must be in (0, 0.5), got {self.val_fraction}")
 
+    def tokenizer_vocab(self) -> int | None:
+        """The size to train the tokenizer to: `vocab_size` for bpe, None for char (the text's
+        characters). A char config with another `vocab_size` is refused, since it would be
+        ignored; the default may stand (every saved config.json holds it)."""
+        if self.tokenizer == "bpe":
+            return self.vocab_size
+        if self.vocab_size != DataConfig.vocab_size:
+            raise ConfigError(f"data.vocab_size={self.vocab_size} sizes a bpe tokenizer; the "
+                              f"char tokenizer's vocabulary is the text's characters (drop it, "
+                              f"or set data.tokenizer=bpe)")
+        return None
+
 
 @dataclass
 class TrainConfig:
@@ -205,7 +217,7 @@ def read_recipe(name_or_path: str) -> dict[str, Any]:
     path = Path(name_or_path)
     if name_or_path in recipes():
         text = (resources.files("attnlab.tasks") / "recipes" / f"{name_or_path}.yaml").read_text()
-        where = f"recipe '{name_or_path}'"
+        where, is_json = f"recipe '{name_or_path}'", False
     elif path.suffix in (".yaml", ".yml", ".json") or path.exists():
         if not path.is_file():
             raise AttnlabError(f"no config file at {path}")
@@ -213,11 +225,10 @@ def read_recipe(name_or_path: str) -> dict[str, Any]:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise AttnlabError(f"{path} is not UTF-8 text") from None
-        where = str(path)
+        where, is_json = str(path), path.suffix == ".json"  # e.g. a run's config.json
     else:
         raise AttnlabError(f"unknown recipe '{name_or_path}'{did_you_mean(name_or_path, recipes())}"
                            f"; recipes: {', '.join(recipes())} (or give a .yaml path)")
-    is_json = where == str(path) and path.suffix == ".json"  # e.g. a run's config.json
     try:
         values = json.loads(text) if is_json else yaml.load(text, Loader=_YAMLLoader)
     except json.JSONDecodeError as e:
@@ -277,14 +288,4 @@ def parse_overrides(pairs: list[str]) -> dict:
 def load_run_config(recipe: str, overrides: list[str] | dict | None = None) -> RunConfig:
     """Recipe (name or YAML path) + overrides -> a validated `RunConfig`."""
     extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
-    values = merge(read_recipe(recipe), extra)
-    cfg = RunConfig.from_dict(values)
-    char_tasks = ("lm", "text-classify")  # those that fit a char tokenizer to their text
-    if (cfg.task in char_tasks and cfg.data.tokenizer == "char"
-            and cfg.data.vocab_size != DataConfig.vocab_size):
-        # The default may stand (every saved config.json holds it); another value would be
-        # ignored, which is worse than refused.
-        raise ConfigError(f"data.vocab_size={cfg.data.vocab_size} sizes a bpe tokenizer; the "
-                          f"char tokenizer's vocabulary is the text's characters (drop it, or "
-                          f"set data.tokenizer=bpe)")
-    return cfg
+    return RunConfig.from_dict(merge(read_recipe(recipe), extra))

@@ -100,8 +100,7 @@ class LanguageModelingRun:
         """(LanguageModeling, tokenizer): a fresh tokenizer is trained on the text."""
         text, _ = load_text(cfg.data.source)
         if fresh:
-            vocab = cfg.data.vocab_size if cfg.data.tokenizer == "bpe" else None  # char: the text's
-            tokenizer = train_tokenizer(cfg.data.tokenizer, text, vocab)
+            tokenizer = train_tokenizer(cfg.data.tokenizer, text, cfg.data.tokenizer_vocab())
         else:
             tokenizer = load_tokenizer(run_dir / "tokenizer.json")
         if dist.main:  # one process fills the token cache, the others then read it

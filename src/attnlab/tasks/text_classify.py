@@ -256,8 +256,7 @@ class TextClassificationRun:
                                    f"missing {missing[:3]}, unexpected {unexpected[:3]}")
         else:
             text = "\n".join(data.texts["train"])
-            vocab = cfg.data.vocab_size if cfg.data.tokenizer == "bpe" else None
-            tokenizer = train_tokenizer(cfg.data.tokenizer, text, vocab)
+            tokenizer = train_tokenizer(cfg.data.tokenizer, text, cfg.data.tokenizer_vocab())
             cfg.model = dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size,
                                             num_classes=data.num_classes)
             torch.manual_seed(cfg.train.seed)  # the model's initialization

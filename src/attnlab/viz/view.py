@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from attnlab.errors import AttnlabError
+from attnlab.files import check_output
 from attnlab.viz.capture import capture_attention
 from attnlab.viz.headview import write_head_view
 from attnlab.viz.maps import plot_attention_grid, plot_head
@@ -20,17 +21,9 @@ KINDS = (".png", ".html")
 
 
 def check_out(out: Path) -> Path:
-    """The output path must end in .png or .html and its folder must exist."""
-    out = Path(out)
-    if out.suffix.lower() not in KINDS:
-        raise AttnlabError(f"--out must end in .png (attention maps) or .html (head view), "
-                           f"got '{out.name}'")
-    if not out.parent.is_dir():
-        raise AttnlabError(f"the folder of --out does not exist: {out.parent}; create it first")
-    if out.is_dir():
-        raise AttnlabError(f"--out is a folder: {out}; give a file name ending in "
-                           f"{' or '.join(KINDS)}")
-    return out
+    """The output path must end in .png or .html and its folder must exist (an existing
+    file is replaced: the CLI asks for --force before it gets here)."""
+    return check_output(out, KINDS, "--out", force=True)
 
 
 def check_length(ids: list[int], model: nn.Module, what: str = "text") -> None:
