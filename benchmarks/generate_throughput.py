@@ -4,7 +4,8 @@ identical weights, and beside attnlab without a cache.
 Batch 1, a 16-token prompt, 256 new tokens, greedy. The GPT is GPT-2-shaped (4 layers,
 d_model 256, 4 heads, vocab 65, 512 positions); attnlab's copy is built from the Hugging Face
 model's own config and weights, and the script checks both produce the same tokens before it
-times anything.
+times anything. "attnlab" is the default decoder (flat functional calls, `FlatDecoder`),
+"attnlab-modules" the same cached decoding through the model's modules.
 
 The cache's advantage grows with the length generated (without it, token t recomputes all t
 positions): `--sweep 64,128,...` also times cached against uncached decoding at one thread for
@@ -65,23 +66,25 @@ def main() -> None:
                               attention_mask=torch.ones_like(prompt))
         return out[0, PROMPT:].tolist()
 
-    def attnlab_generate(use_cache=True, new=NEW):
+    def attnlab_generate(use_cache=True, new=NEW, decoder="auto"):
         return generate(ours, prompt, max_new_tokens=new, temperature=0.0,
-                        use_cache=use_cache)[0]
+                        use_cache=use_cache, decoder=decoder)[0]
 
-    same = hf_generate() == attnlab_generate() == attnlab_generate(False)
+    runs = {"attnlab": attnlab_generate,
+            "attnlab-modules": lambda: attnlab_generate(decoder="modules"),
+            "hf-generate": hf_generate,
+            "attnlab-no-cache": lambda: attnlab_generate(False)}
+    same = len({tuple(run()) for run in runs.values()}) == 1
     if not same:
         raise SystemExit("attnlab and Hugging Face disagree on the greedy tokens")
     results = {"machine": machine(), "new_tokens": NEW, "prompt": PROMPT, "same_tokens": same,
                "runs": {}}
     thread_counts = [int(t) for t in args.threads.split(",")]
-    bar = tqdm(total=len(thread_counts) * 3 * args.rounds, desc="generate")
+    bar = tqdm(total=len(thread_counts) * len(runs) * args.rounds, desc="generate")
     before = torch.get_num_threads()
     for threads in thread_counts:
         torch.set_num_threads(threads)
-        seconds = interleaved({"attnlab": attnlab_generate, "hf-generate": hf_generate,
-                               "attnlab-no-cache": lambda: attnlab_generate(False)},
-                              rounds=args.rounds, calls=1, warmup=1, progress=bar)
+        seconds = interleaved(runs, rounds=args.rounds, calls=1, warmup=1, progress=bar)
         tok_s = {name: NEW / s for name, s in seconds.items()}
         results["runs"][str(threads)] = {
             "tokens_per_s": tok_s,
@@ -119,7 +122,7 @@ def main() -> None:
         print(f"wrote {sweep_png}")
     save(results, args.out)
     png = grouped_bars({f"{t} thread(s)": run["tokens_per_s"] for t, run in
-                        results["runs"].items()}, ["attnlab", "hf-generate", "attnlab-no-cache"],
+                        results["runs"].items()}, list(runs),
                        ylabel="new tokens / s",
                        title=f"greedy decoding, batch 1, {NEW} new tokens",
                        out=args.out.with_suffix(".png"))

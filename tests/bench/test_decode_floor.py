@@ -27,6 +27,8 @@ def test_the_flat_loop_emits_attnlabs_greedy_tokens():
     ours = generate(model, prompt, max_new_tokens=30, temperature=0.0)[0]
     assert len(set(ours)) > 3  # not a degenerate repetition
     assert flat_greedy(model, prompt, 30) == ours
+    assert generate(model, prompt, max_new_tokens=30, temperature=0.0,
+                    decoder="modules")[0] == ours
 
 
 def test_the_flat_loop_refuses_other_shapes():
