@@ -317,16 +317,19 @@ def _generate(
 
     device = next(model.parameters()).device
     B, width = len(rows), max(len(r) for r in rows)
-    tokens = torch.zeros(B, width, dtype=torch.long, device=device)  # left-padded with id 0
-    real = torch.zeros(B, width, dtype=torch.bool, device=device)  # True = a real token
+    # Room for every new token: each step writes one column and passes views of the filled
+    # part, instead of copying the whole sequence into a new tensor.
+    total = width + config.max_new_tokens
+    tokens = torch.zeros(B, total, dtype=torch.long, device=device)  # left-padded with id 0
+    real = torch.zeros(B, total, dtype=torch.bool, device=device)  # True = a real token
     # The tokens already in each row, for the repetition penalty (not tracked when it is off).
     penalize = config.repetition_penalty != 1.0
     seen = (torch.zeros(B, model.config.vocab_size, dtype=torch.bool, device=device)
             if penalize else None)
     for b, row in enumerate(rows):
         ids = torch.tensor(row, dtype=torch.long, device=device)
-        tokens[b, width - len(row):] = ids
-        real[b, width - len(row):] = True
+        tokens[b, width - len(row):width] = ids
+        real[b, width - len(row):width] = True
         if penalize:
             seen[b, ids] = True
 
@@ -342,7 +345,8 @@ def _generate(
     try:
         with torch.inference_mode():
             decoder = _Decoder(model, config, capacity=min(max_len, width + config.max_new_tokens))
-            logits = decoder.start(tokens, real)
+            n = width  # columns filled
+            logits = decoder.start(tokens[:, :n], real[:, :n])
             for step in range(config.max_new_tokens):
                 if penalize:
                     logits = apply_repetition_penalty(logits, seen, config.repetition_penalty)
@@ -360,9 +364,9 @@ def _generate(
                         done[b] = True
                 if all(done) or step == config.max_new_tokens - 1:
                     break
-                tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-                real = F.pad(real, (0, 1), value=True)
-                logits = decoder.step(tokens, real)
+                tokens[:, n], real[:, n] = nxt, True
+                n += 1
+                logits = decoder.step(tokens[:, :n], real[:, :n])
     finally:
         model.train(was_training)
     return out
