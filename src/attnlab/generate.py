@@ -58,7 +58,7 @@ class GenerationConfig:
         use_cache: KV-cached decoding; False recomputes the whole sequence every step.
         decoder: how cached steps run. "modules" calls the model as usual; "flat" runs them as
             flat functional calls on the model's weights (`attnlab.models.flat_decoder`:
-            ~1.5x faster at batch 1 on a CPU, same tokens), and raises when the model is not
+            1.3-1.5x faster at batch 1 on a CPU, same tokens), and raises when the model is not
             a plain GPT it accepts; "auto" is "flat" when accepted (eval-mode GPT of standard
             parts, no hooks), "modules" otherwise.
     """
@@ -251,7 +251,8 @@ def generate(
 
     Raises:
         AttnlabError: an empty prompt or one longer than the context.
-        CapabilityError: `use_cache=True` with an attention mechanism that has no KV cache.
+        CapabilityError: `use_cache=True` with an attention mechanism that has no KV cache, or
+            `decoder="flat"` with a model the flat decoder does not accept.
     """
     config = _configure(config, overrides)
     return _generate(model, _prompt_rows(prompts), config, on_token=on_token)
