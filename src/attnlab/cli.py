@@ -205,8 +205,6 @@ def cmd_convert(args) -> int:
     done = convert(args.src, args.out, to=args.to, checkpoint=args.checkpoint)
     kind = "Hugging Face folder" if done.to == "hf" else "attnlab run directory"
     print(f"wrote {args.out} ({kind}): {', '.join(done.files)}")
-    for note in done.notes:
-        print(f"note: {note}")
     return 0
 
 

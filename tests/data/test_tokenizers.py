@@ -114,6 +114,24 @@ def test_char_encode_array_matches_encode(char):
     assert CharTokenizer([]).encode("hé") == list("hé".encode())
 
 
+@settings(max_examples=200, deadline=None)
+@given(text=st.text())
+def test_char_hf_form_has_the_same_ids_and_text(char, text):
+    hf = char.to_hf()
+    assert hf.encode(text).ids == char.encode(text)
+    assert hf.decode(char.encode(text)) == text
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_char_hf_form_on_tricky_text_through_transformers(char, text):
+    from transformers import PreTrainedTokenizerFast
+
+    hf = PreTrainedTokenizerFast(tokenizer_object=char.to_hf())
+    assert len(hf) == char.vocab_size
+    assert hf.encode(text) == char.encode(text)
+    assert hf.decode(char.encode(text)) == text
+
+
 def test_decode_of_invalid_bytes_does_not_raise(tok):
     # A sampled lone continuation byte, or a cut-off 4-byte emoji.
     lone = [0x80] if tok.kind == "char" else tok.encode("😀")[:1]

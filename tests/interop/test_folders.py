@@ -12,6 +12,7 @@ from transformers import GPT2LMHeadModel, GPT2Model, PreTrainedTokenizerFast
 from attnlab.cli import main
 from attnlab.data import BPETokenizer, CharTokenizer
 from attnlab.errors import AttnlabError
+from attnlab.generate import generate_text
 from attnlab.interop import (
     HFTokenizer,
     load_attnlab_folder,
@@ -190,17 +191,28 @@ def test_convert_bert_keeps_its_wordpiece_tokenizer(tmp_path):
     torch.testing.assert_close(h[mask], theirs[mask], atol=ATOL, rtol=RTOL)
 
 
-def test_convert_run_with_char_tokenizer_notes_what_is_left_out(tmp_path, capsys):
-    model = gpt2_shaped()
-    save_attnlab_folder(model, tmp_path / "run", tokenizer=CharTokenizer.train("hello"))
+def test_convert_run_with_char_tokenizer_round_trips_through_hf(tmp_path):
+    char = CharTokenizer.train("hello world")
+    model = gpt2_shaped(vocab_size=char.vocab_size)
+    save_attnlab_folder(model, tmp_path / "run", tokenizer=char)
     loaded, tok = load_attnlab_folder(tmp_path / "run")
     assert isinstance(tok, CharTokenizer)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
                                                  model.state_dict().values(), strict=True))
     assert run("convert", tmp_path / "run", "--out", tmp_path / "hf") == 0
-    assert "note: the character tokenizer has no Hugging Face form" in capsys.readouterr().out
-    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["config.json",
-                                                                  "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == [
+        "config.json", "model.safetensors", "tokenizer.json"]
+    text = "hello wörld 😀"  # ö and the emoji are outside the vocabulary: byte fallback
+    theirs = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "hf" / "tokenizer.json"))
+    assert theirs.encode(text) == char.encode(text)
+    assert theirs.decode(char.encode(text)) == text
+    # ... and back: the run generates with the HF form what it generated with its own
+    assert run("convert", tmp_path / "hf", "--out", tmp_path / "back") == 0
+    back_model, back_tok = load_attnlab_folder(tmp_path / "back")
+    assert isinstance(back_tok, HFTokenizer) and back_tok.encode(text) == char.encode(text)
+    kw = dict(max_new_tokens=12, temperature=0)
+    assert (generate_text(back_model, back_tok, "hello", **kw)
+            == generate_text(model, char, "hello", **kw))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -203,6 +203,21 @@ class CharTokenizer:
             ensure_ascii=False,
         )  # fmt: skip
 
+    def to_hf(self) -> _HFTokenizer:
+        """The same ids as a Hugging Face `tokenizers` tokenizer, for exported folders.
+
+        A BPE model without merges is a character tokenizer: each character is looked up
+        whole, and `byte_fallback` spells one outside the vocabulary as its UTF-8 bytes,
+        named `<0x00>`-`<0xFF>` at ids 0-255 (LLaMA's convention). `encode` and `decode` equal
+        this tokenizer's on any text; only ids that form no valid UTF-8 decode differently,
+        as one U+FFFD per byte instead of one per invalid run.
+        """
+        vocab = {f"<0x{b:02X}>": b for b in range(self.N_BYTES)}
+        vocab.update(self._index)
+        tokenizer = _HFTokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True))
+        tokenizer.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+        return tokenizer
+
     def save(self, path: str | Path) -> None:
         """Write `to_json()` to `path` atomically.
 

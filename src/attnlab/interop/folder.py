@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from safetensors.torch import save_file
@@ -154,8 +154,8 @@ def save_hf_folder(model: GPT | Encoder, path: str | Path, *,
     Args:
         model: an attnlab GPT or Encoder of an exportable shape.
         path: a new or empty folder.
-        tokenizer: written as tokenizer.json when it is in the `tokenizers` format (BPE or an
-            HFTokenizer); attnlab's character tokenizer has no HF form and is left out.
+        tokenizer: written as tokenizer.json in the `tokenizers` format: a BPE or an
+            HFTokenizer as it is, attnlab's character tokenizer as `CharTokenizer.to_hf()`.
 
     Returns:
         The names of the files written.
@@ -181,8 +181,10 @@ def _write_chat(folder: Path, tokenizer) -> None:
 
 
 def _tokenizer_json(tokenizer) -> str | None:
-    if tokenizer is None or isinstance(tokenizer, CharTokenizer):
+    if tokenizer is None:
         return None
+    if isinstance(tokenizer, CharTokenizer):
+        return tokenizer.to_hf().to_str()
     return tokenizer.to_json()
 
 
@@ -297,12 +299,10 @@ class Conversion:
     Args:
         to: "hf" or "attnlab", the format written.
         files: the files written, relative to the output folder.
-        notes: things left behind, one line each (e.g. a tokenizer with no HF form).
     """
 
     to: str
     files: list[str]
-    notes: list[str] = field(default_factory=list)
 
 
 def convert(src: str | Path, out: str | Path, *, to: str | None = None,
@@ -341,10 +341,7 @@ def convert(src: str | Path, out: str | Path, *, to: str | None = None,
         return Conversion("attnlab", save_attnlab_folder(model, out, tokenizer=tokenizer,
                                                          source=str(src)))
     model, tokenizer = load_attnlab_folder(src, checkpoint=checkpoint)
-    notes = []
-    if isinstance(tokenizer, CharTokenizer):
-        notes.append("the character tokenizer has no Hugging Face form: no tokenizer.json")
-    return Conversion("hf", save_hf_folder(model, out, tokenizer=tokenizer), notes)
+    return Conversion("hf", save_hf_folder(model, out, tokenizer=tokenizer))
 
 
 def _check_new(path: Path) -> None:
