@@ -161,7 +161,9 @@ def test_models_the_flat_decoder_does_not_cover_are_named(kw, reason):
 
 def test_training_mode_and_other_models_are_refused():
     model = tiny_gpt().train()
-    assert unsupported(model) == "the model is in training mode (dropout)"
+    assert unsupported(model) == "module 'model' is in training mode (dropout)"
+    model.eval().stack.blocks[1].ffn.train()
+    assert unsupported(model) == "module 'stack.blocks.1.ffn' is in training mode (dropout)"
     assert unsupported(torch.nn.Linear(2, 2)) == "Linear is not attnlab's GPT"
 
 

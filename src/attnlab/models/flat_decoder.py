@@ -42,8 +42,9 @@ def unsupported(model) -> str | None:
     """Why `FlatDecoder` cannot decode `model`, or None when it can."""
     if type(model) is not GPT:
         return f"{type(model).__name__} is not attnlab's GPT"
-    if model.training:
-        return "the model is in training mode (dropout)"
+    training = [name or "model" for name, m in model.named_modules() if m.training]
+    if training:  # dropout would apply in the modules and not here
+        return f"module '{training[0]}' is in training mode (dropout)"
     if model.stack.reversible is not None:
         return "reversible layers"
     if (module_globals._global_forward_hooks or module_globals._global_forward_pre_hooks
