@@ -18,7 +18,8 @@ from attnlab.generate import (
     top_k_filter,
     top_p_filter,
 )
-from attnlab.models import GPT, GPTConfig
+from attnlab.models import GPT
+from tests.helpers import decoding_gpt
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -29,19 +30,8 @@ assert len(ALPHABET) == V
 SAMPLED = dict(temperature=0.9, top_k=12, top_p=0.9, repetition_penalty=1.3, seed=7)
 
 
-@torch.no_grad()
 def tiny_gpt(max_len=16, vocab_size=V, **kw) -> GPT:
-    """A tiny random GPT whose weights are re-drawn at a scale where greedy decoding does not
-    collapse at once onto one token and sampling is neither uniform nor near-greedy."""
-    torch.manual_seed(0)
-    base = dict(vocab_size=vocab_size, d_model=32, n_heads=4, n_layers=2, max_len=max_len,
-                tie_embeddings=False)
-    model = GPT(GPTConfig(**{**base, **kw})).eval()
-    for name, p in model.named_parameters():
-        if p.dim() == 2:
-            emb = "tok_emb" in name or "positional" in name
-            p.normal_(0.0, 1.0 if emb else p.shape[1] ** -0.5)
-    return model
+    return decoding_gpt(vocab_size, max_len, **kw)
 
 
 class CharTokenizer:

@@ -9,26 +9,15 @@ import torch
 from attnlab.attention import registry
 from attnlab.errors import AttnlabError, CapabilityError, ConfigError
 from attnlab.generate import GenerationConfig, generate
-from attnlab.models import GPT, GPTConfig
+from attnlab.models import GPT
 from attnlab.models.flat_decoder import FlatDecoder, unsupported
+from tests.helpers import decoding_gpt
 
 V = 29
 
 
-@torch.no_grad()
 def tiny_gpt(**kw) -> GPT:
-    """A small random GPT with weights at a scale where greedy tokens do not collapse."""
-    torch.manual_seed(0)
-    base = dict(vocab_size=V, d_model=32, n_heads=4, n_layers=2, max_len=24,
-                tie_embeddings=False)
-    model = GPT(GPTConfig(**{**base, **kw})).eval()
-    for name, p in model.named_parameters():
-        if p.dim() == 2:
-            emb = "tok_emb" in name or "positional" in name
-            p.normal_(0.0, 1.0 if emb else p.shape[1] ** -0.5)
-        else:  # norms and biases away from their 1 / 0 init, so they are tested too
-            p.add_(0.1 * torch.randn_like(p))
-    return model
+    return decoding_gpt(V, 24, perturb_vectors=True, **kw)
 
 
 def step_logits(model, flat: bool, padded: bool, steps: int = 5) -> list[torch.Tensor]:
