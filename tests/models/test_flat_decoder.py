@@ -139,13 +139,83 @@ def test_global_module_hooks_rule_flat_decoding_out():
 @pytest.mark.parametrize("kw, reason", [
     (dict(attention="local", attention_options={"window": 4}), "does not cache every key"),
     (dict(reversible=True), "reversible layers"),
-    (dict(ff_chunks=2), "feed-forward is ChunkedFeedForward"),
+    (dict(ff_chunks=2), "module 'stack.blocks.0.ffn' is a ChunkedFeedForward"),
 ])
 def test_models_the_flat_decoder_does_not_cover_are_named(kw, reason):
     model = tiny_gpt(**kw)
     assert reason in unsupported(model)
     with pytest.raises(CapabilityError, match=reason):
         FlatDecoder(model)
+
+
+class LoRALinear(torch.nn.Linear):
+    """A Linear with a low-rank update in its forward: the flat step would skip the update."""
+
+    def forward(self, x):
+        return super().forward(x) + 0.5 * x[..., :1]
+
+
+def lora_q(model):
+    old = model.stack.blocks[0].self_attn.q_proj
+    new = LoRALinear(old.in_features, old.out_features)
+    new.load_state_dict(old.state_dict())
+    model.stack.blocks[0].self_attn.q_proj = new
+
+
+def own_forward(model):
+    ffn = model.stack.blocks[1].ffn
+    ffn.forward = lambda x: 2 * type(ffn).forward(ffn, x)
+
+
+class Scale(torch.nn.Module):
+    def forward(self, x):
+        return 2 * x
+
+
+def scaled_embedding(model):
+    model.drop = Scale()
+
+
+def weight_normed(model):
+    fc2 = torch.nn.utils.parametrizations.weight_norm(model.stack.blocks[0].ffn.fc2)
+    with torch.no_grad():
+        fc2.parametrizations.weight.original0.mul_(2)  # the norms g, doubled
+
+
+class ScaledNorm(torch.nn.LayerNorm):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+def subclassed_final_norm(model):
+    model.stack.norm = ScaledNorm(model.config.d_model)
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lora_q, "module 'stack.blocks.0.self_attn.q_proj' is a LoRALinear"),
+    (own_forward, "module 'stack.blocks.1.ffn' has a forward of its own"),
+    (scaled_embedding, "module 'drop' is a Scale"),
+    (weight_normed, "module 'stack.blocks.0.ffn.fc2' is a ParametrizedLinear"),
+    (subclassed_final_norm, "module 'stack.norm' is a ScaledNorm"),
+])
+def test_a_changed_part_decodes_through_its_modules(change, reason):
+    model = tiny_gpt()
+    reference = generate(model, PROMPTS, temperature=0, max_new_tokens=8)
+    change(model)
+    model.eval()
+    assert unsupported(model).startswith(reason)
+    changed = generate(model, PROMPTS, temperature=0, max_new_tokens=8)  # auto: modules
+    assert changed == generate(model, PROMPTS, temperature=0, max_new_tokens=8,
+                               decoder="modules")
+    assert changed != reference  # the change matters, so auto honoured it
+
+
+def test_autocast_rules_flat_decoding_out():
+    model = tiny_gpt()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert unsupported(model) == "autocast is enabled"
+        assert len(generate(model, [[1, 2, 3]], temperature=0, max_new_tokens=4)[0]) == 4
+    assert unsupported(model) is None
 
 
 def test_training_mode_and_other_models_are_refused():
@@ -174,3 +244,7 @@ def test_the_cache_refuses_more_tokens_than_it_holds_and_the_prompt_is_checked()
             decoder(torch.tensor([[5]]), cache=cache)
         with pytest.raises(AttnlabError, match=r"must lie in \[0, 29\)"):
             decoder(torch.tensor([[1, V]]), cache=decoder.new_cache(1, 4))
+        cache = decoder.new_cache(1, 4)
+        decoder(torch.tensor([[1, 2]]), cache=cache)
+        with pytest.raises(AttnlabError, match=r"must lie in \[0, 29\)"):  # later steps too
+            decoder(torch.tensor([[V]]), cache=cache)

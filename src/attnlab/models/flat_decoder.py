@@ -13,11 +13,12 @@ rather than restating it: the positional encoding's own `embed` / `rotate` /
 `attention_bias`, the mechanism's own `attend` (masking, scale, fused kernel), and
 `FeedForward`'s activation table. It only restates the wiring of a Block and of the heads.
 
-It accepts a `GPT` in eval mode built from attnlab's standard parts (nn.LayerNorm or
-nn.RMSNorm, `MultiHeadAttention` around a mechanism that caches every key, `FeedForward`),
-pre- or post-norm, any positional encoding, grouped-query heads, and no hooks on any module:
-a hook would silently not run here, so a model with one decodes through its modules.
-`unsupported(model)` names the first thing that rules a model out.
+It accepts a `GPT` in eval mode whose modules are exactly attnlab's standard parts (not
+subclasses: a LoRA Linear, a parametrized weight or a norm with its own forward computes
+something the flat step would not), around any positional encoding and any mechanism that
+caches every key, pre- or post-norm, grouped-query heads; with no forward hooks (they would
+silently not run), no forward set on an instance and no autocast. Any other model decodes
+through its modules; `unsupported(model)` names the first thing that rules it out.
 """
 
 from __future__ import annotations
@@ -33,42 +34,49 @@ from attnlab.errors import CapabilityError
 from attnlab.layers.block import Block
 from attnlab.layers.feedforward import ACTIVATIONS, FeedForward
 from attnlab.models.gpt import GPT
-from attnlab.models.transformer import check_tokens
+from attnlab.models.transformer import TransformerStack, check_tokens
 
-_NORMS = (nn.LayerNorm, nn.RMSNorm)
+#: The module types whose forward the flat step restates. The positional encoding and the
+#: attention mechanism (and whatever they hold) may be anything: their own methods run.
+_RESTATED = (GPT, TransformerStack, nn.ModuleList, Block, MultiHeadAttention, FeedForward,
+             nn.Linear, nn.Embedding, nn.LayerNorm, nn.RMSNorm, nn.Identity, nn.Dropout)
 
 
 def unsupported(model) -> str | None:
     """Why `FlatDecoder` cannot decode `model`, or None when it can."""
     if type(model) is not GPT:
         return f"{type(model).__name__} is not attnlab's GPT"
-    training = [name or "model" for name, m in model.named_modules() if m.training]
-    if training:  # dropout would apply in the modules and not here
-        return f"module '{training[0]}' is in training mode (dropout)"
-    if model.stack.reversible is not None:
-        return "reversible layers"
+    device = model.tok_emb.weight.device.type
+    if torch.is_autocast_enabled(device):  # addmv and the cache's dtype are not autocast
+        return "autocast is enabled"
     if (module_globals._global_forward_hooks or module_globals._global_forward_pre_hooks
             or module_globals._global_forward_hooks_always_called):
         return "global module hooks are registered"
+    own_methods = {id(m) for part in (model.positional, *(blk.self_attn.attn for blk in
+                                                            model.stack.blocks))
+                   for m in part.modules()}
     for name, m in model.named_modules():
+        name = name or "model"
         if m._forward_hooks or m._forward_pre_hooks:
-            return f"module '{name or 'model'}' has a forward hook"
-    if type(model.tok_emb) is not nn.Embedding or model.tok_emb.max_norm is not None:
-        return "the token embedding is not a plain nn.Embedding"
-    if type(model.head) is not nn.Linear:
-        return "the head is not an nn.Linear"
-    if not isinstance(model.stack.norm, (*_NORMS, nn.Identity)):
-        return f"final norm {type(model.stack.norm).__name__}"
+            return f"module '{name}' has a forward hook"
+        if m.training:  # dropout would apply in the modules and not here
+            return f"module '{name}' is in training mode (dropout)"
+        if "forward" in vars(m):
+            return f"module '{name}' has a forward of its own"
+        # Exact types: a subclass (LoRA, a parametrization, a quantized Linear) computes
+        # something the flat step does not.
+        if id(m) not in own_methods and type(m) not in _RESTATED:
+            return f"module '{name}' is a {type(m).__name__}, which the flat step does not run"
+    if model.stack.reversible is not None:
+        return "reversible layers"
+    if model.tok_emb.max_norm is not None:
+        return "the token embedding renormalizes (max_norm)"
     for i, blk in enumerate(model.stack.blocks):
         mha = blk.self_attn
-        if type(blk) is not Block or blk.cross_attn is not None:
-            return f"block {i} is not a plain self-attention Block"
-        if type(blk.attn_norm) not in _NORMS or type(blk.ffn_norm) not in _NORMS:
-            return f"block {i} has norm {type(blk.attn_norm).__name__}"
-        if type(mha) is not MultiHeadAttention or mha.k_proj is None:
-            return f"block {i} attention is not a MultiHeadAttention with its own keys"
-        if type(blk.ffn) is not FeedForward:
-            return f"block {i} feed-forward is {type(blk.ffn).__name__}"
+        if blk.cross_attn is not None:
+            return f"block {i} has cross-attention"
+        if mha.k_proj is None:
+            return f"block {i} attention shares queries and keys"
         attn = mha.attn
         if not attn.capabilities.kv_cache or attn.cache_keep is not None:
             return f"attention '{attn.name}' does not cache every key"
@@ -135,8 +143,7 @@ class FlatDecoder:
         if end > cache.capacity:
             raise CapabilityError(f"the flat decoding cache holds {cache.capacity} tokens; "
                                   f"{end} were given")
-        if start == 0:  # the prompt; later tokens are the model's own choices
-            check_tokens(idx, self.vocab_size)
+        check_tokens(idx, self.vocab_size)
         mask = self._update_mask(cache, key_padding_mask, start, end)
         pos = self.positional
         x = pos.embed(F.embedding(idx, self.tok_emb), start, positions)  # (B, T, d)
