@@ -3,7 +3,7 @@
 At batch 1 a decoding step is a few dozen matrix-vector products of ~10-20 us each on a CPU.
 Running them through the module tree (`nn.Module.__call__` and its hook checks, parameter
 lookups, argument checks, a cache object per layer) adds about half as much Python time again,
-which is the difference between a 7x and a 12x speed-up over recomputation
+which is the difference between a 7-9x and a 10-12x speed-up over recomputation
 (benchmarks/decode_floor.py). `FlatDecoder` gathers the weights of a `GPT` once and runs the
 step as plain functional calls into a cache allocated once.
 
@@ -22,6 +22,9 @@ through its modules; `unsupported(model)` names the first thing that rules it ou
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -148,8 +151,7 @@ class FlatDecoder:
         pos = self.positional
         x = pos.embed(F.embedding(idx, self.tok_emb), start, positions)  # (B, T, d)
         for layer, keys, values in zip(self.layers, cache.keys, cache.values, strict=True):
-            (norm1, norm2, norm_first, q_lin, k_lin, v_lin, out_lin, H, Hkv, Dh, attn,
-             ffn) = layer
+            norm1, norm2, norm_first, q_lin, k_lin, v_lin, out_lin, H, Hkv, Dh, attn, ffn = layer
             h = norm1(x) if norm_first else x
             q = q_lin(h).view(B, T, H, Dh).transpose(1, 2)  # (B, H, T, Dh)
             k = k_lin(h).view(B, T, Hkv, Dh).transpose(1, 2)  # (B, Hkv, T, Dh)
@@ -223,8 +225,25 @@ def _feedforward(ffn: FeedForward):
     return lambda x: fc2(act(fc1(x)))
 
 
-def _layer(blk: Block) -> tuple:
+class _Layer(NamedTuple):
+    """What a Block's step needs, gathered once."""
+
+    norm1: Callable[[Tensor], Tensor]  # before (pre-norm) or after (post-norm) attention
+    norm2: Callable[[Tensor], Tensor]  # the same for the feed-forward
+    norm_first: bool
+    q: _Linear
+    k: _Linear
+    v: _Linear
+    out: _Linear
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    attn: Attention  # the mechanism, whose own `attend` runs
+    ffn: Callable[[Tensor], Tensor]
+
+
+def _layer(blk: Block) -> _Layer:
     mha = blk.self_attn
-    return (_norm(blk.attn_norm), _norm(blk.ffn_norm), blk.norm_first, _linear(mha.q_proj),
-            _linear(mha.k_proj), _linear(mha.v_proj), _linear(mha.out_proj), mha.n_heads,
-            mha.n_kv_heads, mha.head_dim, mha.attn, _feedforward(blk.ffn))
+    return _Layer(_norm(blk.attn_norm), _norm(blk.ffn_norm), blk.norm_first, _linear(mha.q_proj),
+                  _linear(mha.k_proj), _linear(mha.v_proj), _linear(mha.out_proj), mha.n_heads,
+                  mha.n_kv_heads, mha.head_dim, mha.attn, _feedforward(blk.ffn))
