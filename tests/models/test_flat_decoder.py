@@ -20,16 +20,21 @@ def tiny_gpt(**kw) -> GPT:
     return decoding_gpt(V, 24, perturb_vectors=True, **kw)
 
 
-def step_logits(model, flat: bool, padded: bool, steps: int = 5) -> list[torch.Tensor]:
+BATCHES = {  # rows, padded; one unpadded row takes the flat decoder's (d,)-vector path
+    "one-row": (1, False), "two-rows": (2, False), "two-rows-left-padded": (2, True)}
+
+
+def step_logits(model, flat: bool, batch: str, steps: int = 5) -> list[torch.Tensor]:
     """Last-position logits after a prefill and after each of `steps` single tokens."""
-    ids = torch.tensor([[0, 0, 3, 7, 1], [4, 9, 2, 8, 5]])  # row 0 left-padded by 2 if padded
-    real = torch.ones_like(ids, dtype=torch.bool)
+    rows, padded = BATCHES[batch]
+    ids = torch.tensor([[4, 9, 2, 8, 5], [0, 0, 3, 7, 1]])[:rows]  # row 1 left-padded by 2 if
+    real = torch.ones_like(ids, dtype=torch.bool)  # padded
     if padded:
-        real[0, :2] = False
+        real[1, :2] = False
     positions = (real.long().cumsum(1) - 1).clamp(min=0)
     kw = dict(key_padding_mask=real, positions=positions) if padded else {}
     decoder = FlatDecoder(model) if flat else None
-    cache = decoder.new_cache(2, ids.shape[1] + steps) if flat else model.new_cache()
+    cache = decoder.new_cache(rows, ids.shape[1] + steps) if flat else model.new_cache()
 
     def run(x, **kw):
         return decoder(x, cache=cache, **kw) if flat else model(x, cache=cache, **kw)[:, -1]
@@ -56,12 +61,12 @@ ARCHITECTURES = {
 }
 
 
-@pytest.mark.parametrize("padded", [False, True], ids=["unpadded", "left-padded"])
+@pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_flat_logits_equal_the_modular_cached_forward_at_every_step(arch, padded):
+def test_flat_logits_equal_the_modular_cached_forward_at_every_step(arch, batch):
     model = tiny_gpt(**ARCHITECTURES[arch])
     assert unsupported(model) is None
-    flat, modular = step_logits(model, True, padded), step_logits(model, False, padded)
+    flat, modular = step_logits(model, True, batch), step_logits(model, False, batch)
     for a, b in zip(flat, modular, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(modular[1], modular[-1], atol=1e-3)  # the steps differ
@@ -73,11 +78,13 @@ FLAT_MECHANISMS = [name for name in registry.available()
                    and registry.build(name).cache_keep is None]
 
 
+@pytest.mark.parametrize("batch", ["one-row", "two-rows-left-padded"])
 @pytest.mark.parametrize("attention", FLAT_MECHANISMS)
-def test_every_mechanism_that_caches_every_key_decodes_flat(attention):
+def test_every_mechanism_that_caches_every_key_decodes_flat(attention, batch):
     model = tiny_gpt(attention=attention)
     assert unsupported(model) is None
-    for a, b in zip(step_logits(model, True, True), step_logits(model, False, True), strict=True):
+    for a, b in zip(step_logits(model, True, batch), step_logits(model, False, batch),
+                    strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
@@ -110,6 +117,17 @@ def test_auto_decodes_flat_when_the_model_allows_it():
         calls.reset_mock()
         generate(model, [[1, 2, 3]], temperature=0, max_new_tokens=6, decoder="modules")
         generate(model, [[1, 2, 3]], temperature=0, max_new_tokens=6, use_cache=False)
+    assert calls.call_count == 0
+
+
+def test_one_unpadded_row_decodes_on_the_vector_path():
+    model = tiny_gpt()
+    calls = mock.Mock(side_effect=FlatDecoder._one_token)
+    with mock.patch.object(FlatDecoder, "_one_token", lambda self, *a: calls(self, *a)):
+        generate(model, [[1, 2, 3]], temperature=0, max_new_tokens=6)
+        assert calls.call_count == 5  # every step after the prefill
+        calls.reset_mock()
+        generate(model, [[1, 2, 3], [4, 5]], temperature=0, max_new_tokens=6)
     assert calls.call_count == 0
 
 
