@@ -58,7 +58,7 @@ class GenerationConfig:
         use_cache: KV-cached decoding; False recomputes the whole sequence every step.
         decoder: how cached steps run. "modules" calls the model as usual; "flat" runs them as
             flat functional calls on the model's weights (`attnlab.models.flat_decoder`:
-            1.3-1.5x faster at batch 1 on a CPU, same tokens), and raises when the model is not
+            1.3-1.6x faster at batch 1 on a CPU, same tokens), and raises when the model is not
             a plain GPT it accepts; "auto" is "flat" when accepted (eval-mode GPT of standard
             parts, no hooks), "modules" otherwise.
     """
