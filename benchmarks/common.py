@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 
 def machine() -> dict:
@@ -56,6 +57,25 @@ def interleaved(candidates: dict[str, Callable[[], object]], *, rounds: int, cal
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
+def interleaved_by_threads(candidates: dict[str, Callable[[], object]], threads: str, *,
+                           rounds: int, desc: str) -> dict[str, dict[str, float]]:
+    """`interleaved` medians (one call per sample) for each thread count of "1,2"-style
+    `threads`, keyed by the count as a string; the process's thread count is restored."""
+    counts = [int(t) for t in threads.split(",")]
+    bar = tqdm(total=len(counts) * len(candidates) * rounds, desc=desc)
+    before = torch.get_num_threads()
+    seconds = {}
+    try:
+        for count in counts:
+            torch.set_num_threads(count)
+            seconds[str(count)] = interleaved(candidates, rounds=rounds, calls=1, warmup=1,
+                                              progress=bar)
+    finally:
+        torch.set_num_threads(before)
+        bar.close()
+    return seconds
+
+
 def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048) -> float:
     """GFLOP/s of a large square matmul in this process: the ceiling MFU is measured against."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
@@ -66,6 +86,16 @@ def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048) -> float:
 def save(results: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2))
+
+
+def save_by_threads(results: dict, metric: str, names: list[str], *, ylabel: str, title: str,
+                    out: Path) -> None:
+    """Write `results` as JSON to `out`, and beside it (.png) a bar per name and thread count
+    of `results["runs"][threads][metric]`."""
+    save(results, out)
+    png = grouped_bars({f"{t} thread(s)": run[metric] for t, run in results["runs"].items()},
+                       names, ylabel=ylabel, title=title, out=out.with_suffix(".png"))
+    print(f"\nwrote {out} and {png}")
 
 
 def grouped_bars(groups: dict[str, dict[str, float]], names: list[str], *, ylabel: str,

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from attnlab.generate import generate
-from benchmarks.common import grouped_bars, interleaved, machine, save
+from benchmarks.common import interleaved_by_threads, machine, save_by_threads
 from benchmarks.generate_throughput import NEW, PROMPT, V, models
 
 
@@ -98,14 +97,10 @@ def main() -> None:
     if len({tuple(t) for t in tokens.values()}) != 1:
         raise SystemExit("the flat loop and attnlab disagree on the greedy tokens")
     results = {"machine": machine(), "new_tokens": NEW, "prompt": PROMPT, "runs": {}}
-    thread_counts = [int(t) for t in args.threads.split(",")]
-    bar = tqdm(total=len(thread_counts) * len(runs) * args.rounds, desc="decode")
-    before = torch.get_num_threads()
-    for threads in thread_counts:
-        torch.set_num_threads(threads)
-        seconds = interleaved(runs, rounds=args.rounds, calls=1, warmup=1, progress=bar)
+    timed = interleaved_by_threads(runs, args.threads, rounds=args.rounds, desc="decode")
+    for threads, seconds in timed.items():
         ms = {name: 1e3 * s / NEW for name, s in seconds.items()}
-        results["runs"][str(threads)] = {
+        results["runs"][threads] = {
             "ms_per_token": ms,
             "no_cache_vs_flat_loop": ms["attnlab-no-cache"] / ms["flat-loop"],
             "no_cache_vs_attnlab": ms["attnlab-no-cache"] / ms["attnlab"],
@@ -113,8 +108,6 @@ def main() -> None:
             "attnlab_overhead_ms": ms["attnlab"] - ms["flat-loop"],
             "modules_overhead_ms": ms["attnlab-modules"] - ms["flat-loop"],
         }
-    torch.set_num_threads(before)
-    bar.close()
     print(f"machine: {results['machine']}; greedy tokens identical: True")
     for threads, run in results["runs"].items():
         ms = run["ms_per_token"]
@@ -129,12 +122,8 @@ def main() -> None:
                           ("attnlab-modules", "modules_overhead_ms")):
             print(f"  {name} over the flat loop: {run[key]:+.3f} ms/token "
                   f"({run[key] / ms[name]:+.0%} of its step)")
-    save(results, args.out)
-    png = grouped_bars({f"{t} thread(s)": run["ms_per_token"] for t, run in
-                        results["runs"].items()}, list(runs), ylabel="ms / token",
-                       title=f"greedy decoding, batch 1, {NEW} new tokens",
-                       out=args.out.with_suffix(".png"))
-    print(f"\nwrote {args.out} and {png}")
+    save_by_threads(results, "ms_per_token", list(runs), ylabel="ms / token",
+                    title=f"greedy decoding, batch 1, {NEW} new tokens", out=args.out)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,11 @@ import os
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from attnlab.generate import generate
 from attnlab.interop import load_pretrained
 from attnlab.interop.sources import SMOLLM2, fetch_model
-from benchmarks.common import grouped_bars, interleaved, machine, save
+from benchmarks.common import interleaved_by_threads, machine, save_by_threads
 
 PROMPT = "Once upon a time, in a small village by the sea,"
 
@@ -62,19 +61,13 @@ def main() -> None:
         raise SystemExit(f"the runs disagree on the greedy tokens: {tokens}")
     results = {"machine": machine(), "model": SMOLLM2.name, "prompt_tokens": len(ids),
                "new_tokens": args.new, "text": tokenizer.decode(tokens["attnlab"]), "runs": {}}
-    thread_counts = [int(t) for t in args.threads.split(",")]
-    bar = tqdm(total=len(thread_counts) * len(runs) * args.rounds, desc="generate")
-    before = torch.get_num_threads()
-    for threads in thread_counts:
-        torch.set_num_threads(threads)
-        seconds = interleaved(runs, rounds=args.rounds, calls=1, warmup=1, progress=bar)
+    timed = interleaved_by_threads(runs, args.threads, rounds=args.rounds, desc="generate")
+    for threads, seconds in timed.items():
         ms = {name: 1e3 * s / args.new for name, s in seconds.items()}
-        results["runs"][str(threads)] = {
+        results["runs"][threads] = {
             "ms_per_token": ms,
             "attnlab_vs": {n: t / ms["attnlab"] for n, t in ms.items() if n != "attnlab"},
         }
-    torch.set_num_threads(before)
-    bar.close()
     print(f"machine: {results['machine']}; greedy tokens identical: True")
     print(f"{SMOLLM2.name}, batch 1, {len(ids)}-token prompt, {args.new} new tokens:")
     for threads, run in results["runs"].items():
@@ -82,12 +75,9 @@ def main() -> None:
         for name, t in run["ms_per_token"].items():
             ratio = "" if name == "attnlab" else f"  attnlab is {run['attnlab_vs'][name]:.2f}x"
             print(f"  {name:<16} {t:7.1f}{ratio}")
-    save(results, args.out)
-    png = grouped_bars({f"{t} thread(s)": run["ms_per_token"] for t, run in
-                        results["runs"].items()}, list(runs), ylabel="ms / token",
-                       title=f"{SMOLLM2.name}, greedy, batch 1, {args.new} new tokens",
-                       out=args.out.with_suffix(".png"))
-    print(f"\nwrote {args.out} and {png}")
+    save_by_threads(results, "ms_per_token", list(runs), ylabel="ms / token",
+                    title=f"{SMOLLM2.name}, greedy, batch 1, {args.new} new tokens",
+                    out=args.out)
 
 
 if __name__ == "__main__":

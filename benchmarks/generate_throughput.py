@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from attnlab.generate import generate
 from attnlab.interop import gpt_from_hf
-from benchmarks.common import grouped_bars, interleaved, machine, save
+from benchmarks.common import interleaved, interleaved_by_threads, machine, save_by_threads
 
 V, D, L, H, N_POS, PROMPT, NEW = 65, 256, 4, 4, 512, 16, 256
 
@@ -79,19 +79,16 @@ def main() -> None:
         raise SystemExit("attnlab and Hugging Face disagree on the greedy tokens")
     results = {"machine": machine(), "new_tokens": NEW, "prompt": PROMPT, "same_tokens": same,
                "runs": {}}
-    thread_counts = [int(t) for t in args.threads.split(",")]
-    bar = tqdm(total=len(thread_counts) * len(runs) * args.rounds, desc="generate")
-    before = torch.get_num_threads()
-    for threads in thread_counts:
-        torch.set_num_threads(threads)
-        seconds = interleaved(runs, rounds=args.rounds, calls=1, warmup=1, progress=bar)
+    timed = interleaved_by_threads(runs, args.threads, rounds=args.rounds, desc="generate")
+    for threads, seconds in timed.items():
         tok_s = {name: NEW / s for name, s in seconds.items()}
-        results["runs"][str(threads)] = {
+        results["runs"][threads] = {
             "tokens_per_s": tok_s,
             "ms_per_token": {n: 1e3 / t for n, t in tok_s.items()},
             "attnlab_vs": {n: tok_s["attnlab"] / t for n, t in tok_s.items() if n != "attnlab"},
         }
     if sweep:
+        before = torch.get_num_threads()
         torch.set_num_threads(1)
         results["sweep"] = {}
         for new in tqdm(sweep, desc="sweep"):
@@ -102,8 +99,7 @@ def main() -> None:
                                                            seconds.items()},
                                           "cache_vs_no_cache": seconds["attnlab-no-cache"]
                                           / seconds["attnlab"]}
-    torch.set_num_threads(before)
-    bar.close()
+        torch.set_num_threads(before)
     print(f"machine: {results['machine']}; greedy tokens identical: {same}")
     for threads, run in results["runs"].items():
         print(f"\n{threads} thread(s), batch 1, {NEW} new tokens:")
@@ -120,13 +116,8 @@ def main() -> None:
         sweep_png = sweep_plot(results["sweep"], args.out.with_name(
             args.out.stem + "_sweep.png"))
         print(f"wrote {sweep_png}")
-    save(results, args.out)
-    png = grouped_bars({f"{t} thread(s)": run["tokens_per_s"] for t, run in
-                        results["runs"].items()}, list(runs),
-                       ylabel="new tokens / s",
-                       title=f"greedy decoding, batch 1, {NEW} new tokens",
-                       out=args.out.with_suffix(".png"))
-    print(f"\nwrote {args.out} and {png}")
+    save_by_threads(results, "tokens_per_s", list(runs), ylabel="new tokens / s",
+                    title=f"greedy decoding, batch 1, {NEW} new tokens", out=args.out)
 
 
 def sweep_plot(sweep: dict, out: Path) -> Path:
