@@ -3,6 +3,7 @@ against the target return, beside the dataset's own returns.
 
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.decision [--envs cartpole,hopper]
         [--runs runs/decision-bench] [--out docs/bench/decision.json] [--episodes 10]
+        [--set train.max_steps=4000 ...]
 
 For each environment: generates (or reuses, from the cache) the named mixed dataset, trains the
 DT recipe and the same recipe with `model.condition_on_return=false` (behaviour cloning: the
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from attnlab.data.offline_rl import load_dataset, versions
 from attnlab.tasks.config import load_run_config
 from attnlab.tasks.rl import rollout
-from attnlab.tasks.run import load_run, train_run
+from attnlab.tasks.run import load_run, read_run_config, run_config_difference, train_run
 from attnlab.viz.curves import read_metrics
 from attnlab.viz.plotting import figure
 from attnlab.viz.plotting import save as save_png
@@ -38,8 +39,15 @@ HOPPER_FRACTIONS = [1.2, 1.0, 0.75, 0.5, 0.25]
 
 
 def train_if_missing(recipe: str, overrides: list[str], run: Path) -> Path:
+    cfg = load_run_config(recipe, overrides)
     if not (run / "config.json").exists():
-        train_run(load_run_config(recipe, overrides), run, resume=False)
+        train_run(cfg, run, resume=False)
+        return run
+    # a run left by an earlier recipe or other --set values must not pass for this one
+    diff = run_config_difference(read_run_config(run), cfg, ("model", "data", "train"))
+    if diff:
+        raise SystemExit(f"{run} was trained with another config than {recipe} {overrides}: "
+                         f"{diff}; give another --runs folder")
     return run
 
 
@@ -71,6 +79,8 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/decision-bench"))
     parser.add_argument("--out", type=Path, default=Path("docs/bench/decision.json"))
     parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for both runs, e.g. train.max_steps=4000")
     args = parser.parse_args()
     envs = [e.strip() for e in args.envs.split(",")]
     results = {"machine": machine(), "versions": versions(), "episodes": args.episodes,
@@ -80,13 +90,13 @@ def main() -> None:
     lines = []
     for ax, env in zip(axes, envs, strict=True):
         recipe, targets = SETUPS[env]
-        cfg = load_run_config(recipe)
+        cfg = load_run_config(recipe, args.set)
         data = load_dataset(cfg.data.source)
         best = float(data.arrays["episode_returns"].max())
         if targets is None:
             targets = [round(f * best) for f in HOPPER_FRACTIONS]
-        dt = train_if_missing(recipe, [], args.runs / f"{env}-dt")
-        bc = train_if_missing(recipe, ["model.condition_on_return=false"],
+        dt = train_if_missing(recipe, args.set, args.runs / f"{env}-dt")
+        bc = train_if_missing(recipe, [*args.set, "model.condition_on_return=false"],
                               args.runs / f"{env}-bc")
         res = {"dataset": {k: data.meta[k] for k in ("env_id", "gymnasium", "mujoco", "seed",
                                                       "episodes", "mix", "epsilon", "sha256",

@@ -367,3 +367,19 @@ def test_generate_command_streams_what_the_library_generates(setup, monkeypatch,
     assert main(["generate", str(run), "--prompt", "to be", "--stop", "\\n\\n",
                  "--stop", "\\tx", "--no-stream"]) == 0
     assert seen["stop"] == ("\n\n", "\tx") and seen["repetition_penalty"] == 1.0
+
+
+def test_run_config_difference_ignores_what_the_data_filled_in_unless_asked():
+    from attnlab.tasks.config import load_run_config
+    from attnlab.tasks.run import run_config_difference
+
+    stored = load_run_config("gpt-char", ["model.vocab_size=67"])  # as a run's data fill it
+    assert run_config_difference(stored, load_run_config("gpt-char")) is None
+    assert (run_config_difference(stored, load_run_config("gpt-char", ["model.vocab_size=70"]))
+            == "model.vocab_size is 67 there, 70 here")
+    assert (run_config_difference(stored, load_run_config("gpt-char", ["model.n_layers=9"]))
+            == f"model.n_layers is {stored.model.n_layers} there, 9 here")
+    lr = load_run_config("gpt-char", ["train.lr=0.5"])
+    assert run_config_difference(stored, lr) is None  # train is not compared by default ...
+    assert (run_config_difference(stored, lr, ("model", "data", "train"))  # ... unless asked
+            == f"train.lr is {stored.train.lr} there, 0.5 here")

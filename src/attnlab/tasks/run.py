@@ -92,15 +92,10 @@ def prepare_run(recipe: str | None, overrides: list[str], out: Path | None, *,
         if recipe is not None or overrides:
             asked = load_run_config(recipe, overrides) if recipe else RunConfig.from_dict(
                 merge(stored.to_dict(), parse_overrides(overrides)))
-            # The data filled these in; a value asked for is compared like any other field.
-            filled = {k: v for k, v in _data_sized(stored).items() if k not in asked.given}
-            asked.model = dataclasses.replace(asked.model, **filled)
-            for section in ("model", "data"):
-                diff = _first_difference(dataclasses.asdict(getattr(stored, section)),
-                                         dataclasses.asdict(getattr(asked, section)))
-                if diff:
-                    raise AttnlabError(f"{out} holds another {section}: {section}.{diff}; "
-                                       f"resume it as it is or start a new run")
+            diff = run_config_difference(stored, asked)
+            if diff:
+                raise AttnlabError(f"{out} holds another {diff.split('.')[0]}: {diff}; "
+                                   f"resume it as it is or start a new run")
             cfg = dataclasses.replace(stored, train=asked.train)
         return cfg, Path(out)
     if recipe is None:
@@ -111,6 +106,21 @@ def prepare_run(recipe: str | None, overrides: list[str], out: Path | None, *,
         raise AttnlabError(f"{out} exists and is not empty; a new run never writes into it "
                            f"(use --resume to continue a run there, or another --out)")
     return cfg, out
+
+
+def run_config_difference(stored: RunConfig, asked: RunConfig,
+                          sections: tuple[str, ...] = ("model", "data")) -> str | None:
+    """The first field of `sections` where `asked` differs from a run's `stored` config, as
+    "model.d_model is 64 there, 128 here", or None. The model fields the run's data filled in
+    count only where `asked` gave them (a recipe leaves them at their defaults)."""
+    filled = {k: v for k, v in _data_sized(stored).items() if k not in asked.given}
+    asked = dataclasses.replace(asked, model=dataclasses.replace(asked.model, **filled))
+    for section in sections:
+        diff = _first_difference(dataclasses.asdict(getattr(stored, section)),
+                                 dataclasses.asdict(getattr(asked, section)))
+        if diff:
+            return f"{section}.{diff}"
+    return None
 
 
 def _data_sized(cfg: RunConfig) -> dict:
