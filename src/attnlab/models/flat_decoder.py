@@ -151,22 +151,21 @@ class FlatDecoder:
             return self._one_token(idx, cache)
         mask = self._update_mask(cache, key_padding_mask, start, end)
         pos = self.positional
-        x = pos.embed(F.embedding(idx, self.tok_emb), start, positions)  # (B, T, d)
-        for layer, keys, values in zip(self.layers, cache.keys, cache.values, strict=True):
-            norm1, norm2, norm_first, q_lin, k_lin, v_lin, out_lin, H, Hkv, Dh, attn, ffn = layer
-            h = norm1(x) if norm_first else x
-            q = q_lin(h).view(B, T, H, Dh).transpose(1, 2)  # (B, H, T, Dh)
-            k = k_lin(h).view(B, T, Hkv, Dh).transpose(1, 2)  # (B, Hkv, T, Dh)
+
+        def attention(layer: _Layer, h: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+            H, Hkv, Dh = layer.n_heads, layer.n_kv_heads, layer.head_dim
+            q = layer.q(h).view(B, T, H, Dh).transpose(1, 2)  # (B, H, T, Dh)
+            k = layer.k(h).view(B, T, Hkv, Dh).transpose(1, 2)  # (B, Hkv, T, Dh)
             keys[:, :, start:end] = pos.rotate(k, start, positions)
-            values[:, :, start:end] = v_lin(h).view(B, T, Hkv, Dh).transpose(1, 2)
+            values[:, :, start:end] = layer.v(h).view(B, T, Hkv, Dh).transpose(1, 2)
             k, v = repeat_kv(keys[:, :, :end], H // Hkv), repeat_kv(values[:, :, :end], H // Hkv)
-            a, _ = attn.attend(pos.rotate(q, start, positions), k, v, causal=True,
-                               key_padding_mask=mask, bias=pos.attention_bias,
-                               need_weights=False)  # (B, H, T, Dh)
-            a = out_lin(a.transpose(1, 2).reshape(B, T, self.d_model))
-            x = x + a if norm_first else norm1(x + a)
-            f = ffn(norm2(x) if norm_first else x)
-            x = x + f if norm_first else norm2(x + f)
+            a, _ = layer.attn.attend(pos.rotate(q, start, positions), k, v, causal=True,
+                                     key_padding_mask=mask, bias=pos.attention_bias,
+                                     need_weights=False)  # (B, H, T, Dh)
+            return layer.out(a.transpose(1, 2).reshape(B, T, self.d_model))
+
+        x = pos.embed(F.embedding(idx, self.tok_emb), start, positions)  # (B, T, d)
+        x = self._blocks(x, cache, attention)
         cache.seen = end
         return F.linear(self.final_norm(x[:, -1]), *self.head)  # (B, vocab)
 
@@ -177,23 +176,36 @@ class FlatDecoder:
         start = cache.seen
         end = start + 1
         pos = self.positional
-        x = pos.embed(F.embedding(idx, self.tok_emb), start).view(-1)  # (d,)
-        for layer, keys, values in zip(self.layers, cache.keys, cache.values, strict=True):
-            norm1, norm2, norm_first, q_lin, k_lin, v_lin, out_lin, H, Hkv, Dh, attn, ffn = layer
-            h = norm1(x) if norm_first else x
-            q = pos.rotate(q_lin(h).view(1, H, 1, Dh), start)  # (1, H, 1, Dh)
-            keys.narrow(2, start, 1).copy_(pos.rotate(k_lin(h).view(1, Hkv, 1, Dh), start))
-            values.narrow(2, start, 1).copy_(v_lin(h).view(1, Hkv, 1, Dh))
+
+        def attention(layer: _Layer, h: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+            H, Hkv, Dh = layer.n_heads, layer.n_kv_heads, layer.head_dim
+            q = pos.rotate(layer.q(h).view(1, H, 1, Dh), start)  # (1, H, 1, Dh)
+            keys.narrow(2, start, 1).copy_(pos.rotate(layer.k(h).view(1, Hkv, 1, Dh), start))
+            values.narrow(2, start, 1).copy_(layer.v(h).view(1, Hkv, 1, Dh))
             k = repeat_kv(keys.narrow(2, 0, end), H // Hkv)  # (1, H, end, Dh)
             v = repeat_kv(values.narrow(2, 0, end), H // Hkv)
-            a, _ = attn.attend(q, k, v, causal=True, key_padding_mask=None,
-                               bias=pos.attention_bias, need_weights=False)  # (1, H, 1, Dh)
-            a = out_lin(a.reshape(-1))  # a mechanism may return a strided view
-            x = x + a if norm_first else norm1(x + a)
-            f = ffn(norm2(x) if norm_first else x)
-            x = x + f if norm_first else norm2(x + f)
+            a, _ = layer.attn.attend(q, k, v, causal=True, key_padding_mask=None,
+                                     bias=pos.attention_bias, need_weights=False)  # (1, H, 1, Dh)
+            return layer.out(a.reshape(-1))  # a mechanism may return a strided view
+
+        x = pos.embed(F.embedding(idx, self.tok_emb), start).view(-1)  # (d,)
+        x = self._blocks(x, cache, attention)
         cache.seen = end
         return F.linear(self.final_norm(x), *self.head).view(1, -1)  # (1, vocab)
+
+    def _blocks(self, x: Tensor, cache: FlatCache,
+                attention: Callable[[_Layer, Tensor, Tensor, Tensor], Tensor]) -> Tensor:
+        """Every Block's wiring (pre- or post-norm residuals, feed-forward) around
+        `attention(layer, h, keys, values)`, which writes the cache and attends."""
+        for layer, keys, values in zip(self.layers, cache.keys, cache.values, strict=True):
+            norm1, norm2 = layer.norm1, layer.norm2
+            if layer.norm_first:
+                x = x + attention(layer, norm1(x), keys, values)
+                x = x + layer.ffn(norm2(x))
+            else:
+                x = norm1(x + attention(layer, x, keys, values))
+                x = norm2(x + layer.ffn(x))
+        return x
 
     @staticmethod
     def _update_mask(cache: FlatCache, key_padding_mask: Tensor | None, start: int,
