@@ -345,7 +345,7 @@ def _generate(
     model.eval()
     try:
         with torch.inference_mode():
-            decoder = _Decoder(model, config, capacity=min(max_len, width + config.max_new_tokens))
+            decoder = _Decoder(model, config, capacity=min(max_len, total))
             n = width  # columns filled
             logits = decoder.start(tokens[:, :n], real[:, :n])
             for step in range(config.max_new_tokens):
