@@ -102,8 +102,12 @@ def test_sources_in_a_batch_do_not_interact():
 def test_bad_settings_are_errors():
     from attnlab.errors import AttnlabError
 
-    with pytest.raises(AttnlabError, match="beam_size"):
-        beam_search(TableModel(), 1, bos=BOS, eos=EOS, beam_size=0)
+    for kw in (dict(beam_size=0), dict(beam_size=2.5), dict(max_new_tokens=True)):
+        with pytest.raises(AttnlabError, match="integer beam_size, max_new_tokens"):
+            beam_search(TableModel(), 1, bos=BOS, eos=EOS, **kw)
+    for alpha in (float("nan"), float("inf")):
+        with pytest.raises(AttnlabError, match="finite length penalty alpha"):
+            beam_search(TableModel(), 1, bos=BOS, eos=EOS, alpha=alpha)
 
 
 def _tiny_seq2seq() -> EncoderDecoder:

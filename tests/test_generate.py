@@ -101,6 +101,21 @@ def test_config_rejects_bad_values_with_one_line(field, value, message):
         generate(tiny_gpt(), [[1]], **{field: value})
 
 
+def test_a_config_changed_after_it_was_built_is_checked_again():
+    cfg = GenerationConfig(temperature=0, max_new_tokens=4)
+    cfg.temperature = -1.0
+    with pytest.raises(ConfigError, match="temperature must be >= 0"):
+        generate(tiny_gpt(), [[1]], cfg)
+    cfg.temperature, cfg.decoder = 0, "flt"
+    with pytest.raises(ConfigError, match="unknown decoder 'flt'"):
+        generate(tiny_gpt(), [[1]], cfg)
+    cfg.decoder, cfg.stop = "auto", "q!"  # a bare string: one stop string, not two
+    model, tok = tiny_gpt(max_len=64), CharTokenizer()
+    ref = generate_text(model, tok, "hello", temperature=0, max_new_tokens=20)
+    cfg.max_new_tokens, cfg.stop = 20, ref[5:9]
+    assert generate_text(model, tok, "hello", cfg) == ref[:5]
+
+
 def test_config_accepts_edges_and_names_unknown_overrides():
     cfg = GenerationConfig(temperature=0, top_k=1, top_p=1.0, repetition_penalty=0.5,
                            max_new_tokens=0, stop="END")
@@ -180,6 +195,27 @@ def test_temperature_zero_is_argmax():
                        logits.argmax(-1))
 
 
+@pytest.mark.parametrize("temperature", [1e-30, 1e-39, 1e-45])
+def test_a_vanishing_temperature_samples_the_argmax(temperature):
+    logits = torch.randn(5, 17) * 10  # / 1e-39 overflows float32 unless the max is taken off
+    gen = [torch.Generator().manual_seed(b) for b in range(5)]
+    assert torch.equal(sample_next(logits, temperature=temperature, generator=gen),
+                       logits.argmax(-1))
+
+
+def test_sampling_helpers_reject_what_gives_no_distribution():
+    logits = torch.randn(2, 7)
+    for kw, message in [(dict(top_k=0), "top_k must be an integer >= 1"),
+                        (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
+                        (dict(temperature=-1.0), "temperature must be >= 0")]:
+        with pytest.raises(ConfigError, match=message):
+            sample_next(logits, **kw)
+    with pytest.raises(AttnlabError, match="give no distribution"):
+        sample_next(torch.full((2, 7), float("nan")))
+    with pytest.raises(AttnlabError, match="give no distribution"):
+        sample_next(torch.full((2, 7), float("-inf")))
+
+
 def test_sampling_frequencies_follow_filtered_tempered_softmax():
     logits = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.0, -1.0])
     n, T, k = 40000, 0.7, 4
@@ -250,15 +286,31 @@ def test_beyond_the_context_the_model_sees_the_last_max_len_tokens(positional, p
     assert len(set(expected[8:])) > 3
 
 
+SHIFT_VARIANT = {  # mechanisms whose pattern left padding would move: rows run one at a time
+    "longformer": {"window": 3, "global_tokens": 2},
+    "bigbird": {"block_size": 2, "num_random_blocks": 1, "num_global_blocks": 1},
+    "luong-local": {"window": 2, "mode": "p", "head_dim": 8},
+}
+
+
+@pytest.mark.parametrize("mode", ["greedy", "sampled"])
 @pytest.mark.parametrize("positional, attention", [
-    ("learned", "full"), ("rope", "full"), ("alibi", "full"), ("rope", "local")])
-def test_batched_left_padded_equals_one_at_a_time(positional, attention):
-    opts = {"window": 4} if attention == "local" else {}
+    ("learned", "full"), ("rope", "full"), ("alibi", "full"), ("rope", "local"),
+    *(("learned", name) for name in SHIFT_VARIANT)])
+def test_batched_left_padded_equals_one_at_a_time(positional, attention, mode):
+    opts = {"window": 4} if attention == "local" else SHIFT_VARIANT.get(attention, {})
     model = tiny_gpt(positional=positional, attention=attention, attention_options=opts)
+    # bigbird and luong-local keep no KV cache: they decode by recomputation.
+    kw = dict(max_new_tokens=10, use_cache=attention not in ("bigbird", "luong-local"),
+              **(dict(temperature=0) if mode == "greedy" else SAMPLED))
     prompts = [[5], [3, 1, 4], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 11, 12], [2, 7]]
-    batched = generate(model, prompts, temperature=0, max_new_tokens=10)  # past 16 for row 2
-    alone = [generate(model, [p], temperature=0, max_new_tokens=10)[0] for p in prompts]
-    assert batched == alone
+    streamed = [[] for _ in prompts]
+    batched = generate(model, prompts, on_token=lambda b, t: streamed[b].append(t),
+                       **kw)  # past 16 for row 2
+    seed = kw.pop("seed", None)
+    alone = [generate(model, [p], seed=None if seed is None else seed + b, **kw)[0]
+             for b, p in enumerate(prompts)]
+    assert batched == alone == streamed
     assert len({tuple(r) for r in batched}) > 1
 
 
@@ -338,6 +390,15 @@ def test_on_token_streams_each_token_as_produced():
     assert [c for _, _, c in seen] == [s + 1 for s in range(6) for _ in range(2)]
 
 
+def test_restores_each_submodules_own_mode():
+    model = tiny_gpt(dropout=0.5).train()
+    model.stack.blocks[0].eval()  # e.g. a frozen layer inside a model being trained
+    before = {name: m.training for name, m in model.named_modules()}
+    generate(model, [[1, 2, 3]], temperature=0, max_new_tokens=3)
+    assert {name: m.training for name, m in model.named_modules()} == before
+    assert not all(before.values()) and any(before.values())
+
+
 def test_runs_in_eval_and_inference_mode_then_restores_the_mode():
     model = tiny_gpt(dropout=0.5).train()
     state = []
@@ -381,6 +442,51 @@ def test_empty_prompt_is_an_error():
 def test_malformed_prompts_are_errors(prompts, message):
     with pytest.raises(AttnlabError, match=message):
         generate(tiny_gpt(), prompts)
+
+
+def test_bool_prompts_eos_outside_the_vocabulary_and_uncallable_on_token_are_errors():
+    model = tiny_gpt()
+    with pytest.raises(AttnlabError, match="integer ids shaped"):
+        generate(model, torch.ones(1, 3, dtype=torch.bool))
+    with pytest.raises(ConfigError, match=f"eos_id {V} is not a token of this model"):
+        generate(model, [[1]], eos_id=V)
+    with pytest.raises(AttnlabError, match="on_token must be callable"):
+        generate(model, [[1]], on_token=5)
+    with pytest.raises(AttnlabError, match="tokenizer must have encode"):
+        generate_text(model, None, "abc")
+
+
+def test_models_that_cannot_generate_are_one_line_errors():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=V, n_positions=16, n_embd=16, n_layer=1,
+                                    n_head=2))
+    with pytest.raises(AttnlabError, match=r"GPT2LMHeadModel.*attnlab\.interop\.gpt_from_hf"):
+        generate(hf, [[1, 2]])
+    with pytest.raises(AttnlabError, match="got NoneType"):
+        generate(None, [[1, 2]])
+    from attnlab.models import GPTConfig
+
+    with torch.device("meta"):
+        meta = GPT(GPTConfig(vocab_size=V, d_model=16, n_heads=2, n_layers=1, max_len=16))
+    with pytest.raises(AttnlabError, match="meta device"):
+        generate(meta, [[1, 2]])
+
+
+def test_a_large_token_budget_costs_only_what_is_generated(monkeypatch):
+    import attnlab.generate as gen
+
+    model = tiny_gpt(max_len=16)
+    first = generate(model, [[1, 2, 3]], temperature=0, max_new_tokens=1)[0][0]
+    # eos ends the row at once: nothing is allocated for the other 10**12 tokens.
+    assert generate(model, [[1, 2, 3]], temperature=0, max_new_tokens=10**12,
+                    eos_id=first) == [[first]]
+    # The token buffer grows by doubling; the tokens are those of one large buffer.
+    prompts, kw = [[1, 2, 3], [4]], dict(max_new_tokens=40, **SAMPLED)
+    expected = generate(model, prompts, **kw)
+    monkeypatch.setattr(gen, "_FIRST_ROOM", 2)
+    assert generate(model, prompts, **kw) == expected
+    assert generate(model, prompts, use_cache=False, **kw) == expected
 
 
 def test_zero_new_tokens_and_no_prompts():
@@ -452,6 +558,18 @@ def test_stream_writes_exactly_the_returned_text_as_it_is_produced(with_stop):
     assert stream.getvalue() == text
     assert text == (ref[:ref.index(stops[0])] if with_stop else ref)
     assert len(stream.writes) > 3 and calls_at_write[0] < counter.calls  # incremental
+
+
+@pytest.mark.parametrize("span", [(0, 6), (2, 9)])  # the stop starts the text / comes early
+def test_stream_writes_nothing_past_a_stop_longer_than_the_text_before_it(span):
+    model, tok = tiny_gpt(max_len=64), CharTokenizer()
+    ref = generate_text(model, tok, "hello", temperature=0, max_new_tokens=30)
+    stop = ref[span[0]:span[1]]
+    stream = Recorder()
+    text = generate_text(model, tok, "hello", temperature=0, max_new_tokens=30, stop=[stop],
+                         stream=stream)
+    assert text == ref[:span[0]]
+    assert stream.getvalue() == text
 
 
 def test_stream_holds_back_incomplete_utf8_characters():

@@ -50,9 +50,12 @@ def beam_search(step: Callable[[Tensor], Tensor], batch_size: int, *, bos: int, 
     Returns:
         B lists of token ids, without bos and eos.
     """
-    if beam_size < 1 or max_new_tokens < 1 or batch_size < 1:
-        raise AttnlabError(f"beam search needs beam_size, max_new_tokens and batch size >= 1, "
-                           f"got {beam_size}, {max_new_tokens}, {batch_size}")
+    counts = (beam_size, max_new_tokens, batch_size)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in counts):
+        raise AttnlabError(f"beam search needs integer beam_size, max_new_tokens and batch size "
+                           f">= 1, got {beam_size!r}, {max_new_tokens!r}, {batch_size!r}")
+    if not math.isfinite(alpha):
+        raise AttnlabError(f"beam search needs a finite length penalty alpha, got {alpha!r}")
     B, K = batch_size, beam_size
     prefix = torch.full((B * K, 1), bos, dtype=torch.long, device=device)
     # only the first beam of each source is alive at the start: the others are copies of it

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attnlab.attention.base import Attention
 from attnlab.errors import AttnlabError, ConfigError, unknown
 from attnlab.models import flat_decoder
 
@@ -144,6 +145,8 @@ def top_k_filter(logits: Tensor, k: int | None) -> Tensor:
         logits: (B, V).
         k: tokens to keep; None or >= V keeps all.
     """
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise ConfigError(f"top_k must be an integer >= 1 or None, got {k!r}")
     if k is None or k >= logits.shape[-1]:
         return logits
     # Scatter the top-k indices rather than compare with the k-th value: a threshold would
@@ -161,6 +164,8 @@ def top_p_filter(logits: Tensor, p: float | None) -> Tensor:
         logits: (B, V).
         p: in (0, 1]; None or 1 keeps all.
     """
+    if p is not None and not 0 < p <= 1:
+        raise ConfigError(f"top_p must be in (0, 1] or None, got {p!r}")
     if p is None or p >= 1.0:  # 1 keeps all: rounding must not drop tiny tail tokens
         return logits
     sorted_logits, order = logits.sort(dim=-1, descending=True)
@@ -191,10 +196,19 @@ def sample_next(
 
     Returns:
         (B,) token ids (long), on the device of `logits`.
+
+    Raises:
+        AttnlabError: logits that give no distribution (NaN, or -inf everywhere).
     """
+    if not temperature >= 0:  # also NaN
+        raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = top_p_filter(top_k_filter(logits.float() / temperature, top_k), top_p)
+    # Less the row's maximum first: a tiny temperature then sends the others to -inf, not the
+    # maximum to +inf (whose softmax is NaN).
+    logits = logits.float()
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+    logits = top_p_filter(top_k_filter(logits, top_k), top_p)
     probs = logits.softmax(dim=-1)
     B = logits.shape[0]
     if isinstance(generator, Sequence):
@@ -207,6 +221,9 @@ def sample_next(
     # (1 - u) * total. 1 - u lies in (0, 1], so the target is > 0 and a zero-probability
     # (filtered) token is never picked: the cumulative mass must jump to reach the target.
     cdf = probs.cumsum(dim=-1)
+    if not bool(torch.isfinite(cdf[:, -1]).all()):
+        raise AttnlabError("the next-token logits give no distribution (NaN, or -inf for every "
+                           "token); is the model's output finite?")
     target = (1.0 - u.to(cdf.device)) * cdf[:, -1]
     index = (cdf < target[:, None]).sum(dim=-1)
     return index.clamp(max=logits.shape[-1] - 1)
@@ -229,7 +246,10 @@ def generate(
     Rows are independent: prompts of different lengths are left-padded with a key padding
     mask and per-row positions, so a row generates exactly what it would alone (greedy). When
     sampling, row b draws from its own generator seeded with `seed + b`, so a seeded call is
-    reproducible and a row's tokens do not depend on the other rows.
+    reproducible and a row's tokens do not depend on the other rows. A model whose attention
+    pattern is tied to absolute indices (a mechanism without `shift_invariant`: longformer,
+    bigbird, linformer, luong-local) would see padding move it, so prompts of different
+    lengths then run one row at a time, with the same tokens; `on_token` hears the rows in turn.
 
     The context is `model.config.max_len`. Once a row's sequence outgrows it, the model sees
     only the last `max_len` tokens (nanoGPT's cropping). The uncached path crops every step;
@@ -239,7 +259,7 @@ def generate(
     Args:
         model: an attnlab `GPT` (anything with `new_cache()`, `config.max_len` and
             `model(idx, key_padding_mask=, positions=, cache=)`). It runs in eval mode under
-            `torch.inference_mode()`; its previous mode is restored afterwards.
+            `torch.inference_mode()`; every module's previous mode is restored afterwards.
         prompts: a list of token-id lists (lengths may differ) or a (B, T) integer tensor.
         config: a `GenerationConfig` (default: its defaults).
         on_token: called as `on_token(row, token_id)` for each token as it is produced
@@ -250,7 +270,8 @@ def generate(
         One list of new token ids per prompt, ending with `eos_id` if the row stopped there.
 
     Raises:
-        AttnlabError: an empty prompt or one longer than the context.
+        AttnlabError: an empty prompt or one longer than the context, a model that is not an
+            attnlab language model or whose weights are on the meta device.
         CapabilityError: `use_cache=True` with an attention mechanism that has no KV cache, or
             `decoder="flat"` with a model the flat decoder does not accept.
     """
@@ -267,14 +288,16 @@ def _configure(config: GenerationConfig | None, overrides: dict) -> GenerationCo
     for key in overrides:
         if key not in names:
             raise unknown("generation option", key, names)
-    # replace() runs __post_init__ again, so overrides are validated too.
-    return dataclasses.replace(config, **overrides) if overrides else config
+    # replace() runs __post_init__ again: overrides are validated, and so is a config whose
+    # fields were assigned after it was built.
+    return dataclasses.replace(config, **overrides)
 
 
 def _prompt_rows(prompts) -> list[list[int]]:
     """Prompts as plain lists of ints, whatever container they came in."""
     if isinstance(prompts, Tensor):
-        if prompts.dim() != 2 or prompts.is_floating_point() or prompts.is_complex():
+        if (prompts.dim() != 2 or prompts.is_floating_point() or prompts.is_complex()
+                or prompts.dtype == torch.bool):
             raise AttnlabError(f"a prompts tensor must hold integer ids shaped (batch, length), "
                                f"got {prompts.dtype} {tuple(prompts.shape)}")
         return prompts.tolist()
@@ -303,8 +326,13 @@ def _generate(
     on_token: Callable[[int, int], Any] | None = None,
     finished: Callable[[int, list[int]], bool] | None = None,
 ) -> list[list[int]]:
-    """The decoding loop. `finished(row, new_tokens)` may end a row after any token."""
-    max_len = model.config.max_len
+    """Check the request, then decode. `finished(row, new_tokens)` may end a row after any
+    token."""
+    _check_model(model)
+    if on_token is not None and not callable(on_token):
+        raise AttnlabError(f"on_token must be callable as on_token(row, token_id), got "
+                           f"{type(on_token).__name__}")
+    max_len, vocab = model.config.max_len, model.config.vocab_size
     for b, row in enumerate(rows):
         where = f" (prompt {b})" if len(rows) > 1 else ""
         if not row:
@@ -312,17 +340,70 @@ def _generate(
         if len(row) > max_len:
             raise AttnlabError(f"prompt has {len(row)} tokens but the model's context is "
                                f"{max_len}; shorten it{where}")
-    out: list[list[int]] = [[] for _ in rows]
+    if config.eos_id is not None and config.eos_id >= vocab:
+        raise ConfigError(f"eos_id {config.eos_id} is not a token of this model (vocabulary "
+                          f"{vocab})")
     if not rows or config.max_new_tokens == 0:
-        return out
+        return [[] for _ in rows]
+    if len({len(row) for row in rows}) > 1 and not _left_padding_is_exact(model):
+        return _one_row_at_a_time(model, rows, config, on_token, finished)
+    return _decode(model, rows, config, on_token, finished)
 
+
+def _check_model(model) -> None:
+    cfg = getattr(model, "config", None)
+    if not (isinstance(model, torch.nn.Module) and hasattr(cfg, "max_len")
+            and hasattr(cfg, "vocab_size") and callable(getattr(model, "new_cache", None))):
+        hint = (" (a Hugging Face GPT-2 or LLaMA converts with attnlab.interop.gpt_from_hf)"
+                if type(model).__module__.startswith("transformers") else "")
+        raise AttnlabError(f"generate needs an attnlab language model such as GPT, got "
+                           f"{type(model).__name__}{hint}")
+    param = next(model.parameters(), None)
+    if param is not None and param.device.type == "meta":
+        raise AttnlabError("the model's weights are on the meta device (never loaded); load or "
+                           "materialize them before generating")
+
+
+def _left_padding_is_exact(model) -> bool:
+    """Whether every attention mechanism of `model` ignores masked keys put before the
+    sequence (`Capabilities.shift_invariant`), so that a left-padded row computes what it
+    would alone."""
+    return all(m.capabilities.shift_invariant for m in model.modules()
+               if isinstance(m, Attention))
+
+
+def _one_row_at_a_time(model, rows, config, on_token, finished) -> list[list[int]]:
+    """`_decode` of each row alone, with the seed row b would have in the batch (`seed + b`):
+    the tokens are the batch's as if padding were invisible, which it is not for these
+    mechanisms."""
+    base = config.seed if config.seed is not None else torch.Generator().seed()
+    out = []
+    for b, row in enumerate(rows):
+        alone = dataclasses.replace(config, seed=(base + b) % 2**64)
+        out += _decode(model, [row], alone,
+                       None if on_token is None else lambda _, t, b=b: on_token(b, t),
+                       None if finished is None else lambda _, ids, b=b: finished(b, ids))
+    return out
+
+
+#: Token columns allocated before the first growth: a large `max_new_tokens` that eos ends
+#: early costs no more than this.
+_FIRST_ROOM = 512
+
+
+def _decode(model, rows, config, on_token, finished) -> list[list[int]]:
+    """The decoding loop over a left-padded batch."""
+    out: list[list[int]] = [[] for _ in rows]
     device = next(model.parameters()).device
+    max_len = model.config.max_len
     B, width = len(rows), max(len(r) for r in rows)
-    # Room for every new token: each step writes one column and passes views of the filled
-    # part, instead of copying the whole sequence into a new tensor.
+    # Room for the new tokens: each step writes one column and passes views of the filled
+    # part, instead of copying the whole sequence into a new tensor. The room doubles when
+    # full (amortized O(1) per token).
     total = width + config.max_new_tokens
-    tokens = torch.zeros(B, total, dtype=torch.long, device=device)  # left-padded with id 0
-    real = torch.zeros(B, total, dtype=torch.bool, device=device)  # True = a real token
+    tokens = torch.zeros(B, min(total, width + _FIRST_ROOM), dtype=torch.long,
+                         device=device)  # left-padded with id 0
+    real = torch.zeros_like(tokens, dtype=torch.bool)  # True = a real token
     # The tokens already in each row, for the repetition penalty (not tracked when it is off).
     penalize = config.repetition_penalty != 1.0
     seen = (torch.zeros(B, model.config.vocab_size, dtype=torch.bool, device=device)
@@ -341,7 +422,9 @@ def _generate(
 
     done = [False] * B
     rows_index = torch.arange(B, device=device)
-    was_training = model.training
+    # Every module's own mode, restored after: a model may hold submodules in another mode
+    # than its top (a frozen, eval-mode encoder inside a training model).
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.inference_mode():
@@ -365,11 +448,16 @@ def _generate(
                         done[b] = True
                 if all(done) or step == config.max_new_tokens - 1:
                     break
+                if n == tokens.shape[1]:
+                    room = min(total, 2 * n)
+                    tokens = torch.cat([tokens, tokens.new_zeros(B, room - n)], dim=1)
+                    real = torch.cat([real, real.new_zeros(B, room - n)], dim=1)
                 tokens[:, n], real[:, n] = nxt, True
                 n += 1
                 logits = decoder.step(tokens[:, :n], real[:, :n])
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     return out
 
 
@@ -480,6 +568,10 @@ def generate_text(
         raise AttnlabError(f"prompt must be a string or a list of strings, got {prompt!r:.60}")
     if stream is not None and len(prompts) != 1:
         raise AttnlabError(f"stream takes a single prompt, got {len(prompts)}")
+    if not (callable(getattr(tokenizer, "encode", None))
+            and callable(getattr(tokenizer, "decode", None))):
+        raise AttnlabError(f"tokenizer must have encode(text) and decode(ids), got "
+                           f"{type(tokenizer).__name__}")
     rows = [list(tokenizer.encode(p)) for p in prompts]
     eos, stops = config.eos_id, config.stop
     hold = max((len(s) for s in stops), default=1) - 1
@@ -504,7 +596,7 @@ def generate_text(
         text, stopped = text_of(ids)
         if stream is not None and not stopped:
             # Hold back what could still turn out to start a stop string.
-            write(text[:len(text) - hold].rstrip("\ufffd"))
+            write(text[:max(0, len(text) - hold)].rstrip("\ufffd"))
         return stopped
 
     # Without stop strings or a stream there is nothing to check per token: skip decoding.

@@ -171,3 +171,33 @@ def test_requests_outside_capabilities_are_errors(name):
         else:
             with pytest.raises(CapabilityError, match=f"'{name}' cannot do"):
                 attn(q, k, v, **kwargs)
+
+
+def left_padded(name, causal, pad=3, T=7, **options):
+    """The mechanism's output on one sequence alone, and on it after `pad` masked keys."""
+    attn = make(name, **options)
+    q, k, v = qkv(B=1, T=pad + T)
+    mask = torch.ones(1, pad + T, dtype=torch.bool)
+    mask[:, :pad] = False
+    padded, _ = attn(q, k, v, causal=causal, key_padding_mask=mask)
+    alone, _ = attn(q[:, :, pad:], k[:, :, pad:], v[:, :, pad:], causal=causal)
+    return alone, padded[:, :, pad:]
+
+
+@pytest.mark.parametrize("name", [n for n in MECHANISMS if available()[n].shift_invariant])
+def test_left_padding_is_invisible_when_declared(name):
+    assert available()[name].padding_mask
+    for causal in causal_flags(name):
+        alone, padded = left_padded(name, causal)
+        assert torch.allclose(alone, padded, atol=1e-5), causal
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in MECHANISMS if available()[n].padding_mask
+             and not available()[n].shift_invariant])
+def test_declared_shift_variant_really_moves_with_padding(name):
+    # luong-local's local-m is shift invariant; its local-p (counts real keys, places the window
+    # by index) is why the class cannot declare it.
+    options = {"mode": "p", "head_dim": 8} if name == "luong-local" else {}
+    alone, padded = left_padded(name, causal=available()[name].causal, **options)
+    assert not torch.allclose(alone, padded, atol=1e-4)

@@ -44,6 +44,11 @@ class Capabilities:
         exact: computes softmax attention over every allowed key (equal to `full`).
         permutation_equivariant: without positional encodings, permuting the tokens permutes
             the outputs (false for mechanisms that look at positions, such as a local window).
+        shift_invariant: masked keys put before the sequence (left padding) leave every real
+            query's output unchanged; false when the pattern is tied to absolute indices
+            (Longformer's first tokens, BigBird's blocks). Batched generation left-pads only
+            models whose mechanisms all have it and decodes the rows one at a time otherwise,
+            so the default, for mechanisms that do not say, is that slower but exact path.
     """
 
     causal: bool
@@ -54,6 +59,7 @@ class Capabilities:
     weights: bool
     exact: bool
     permutation_equivariant: bool
+    shift_invariant: bool = False
 
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)

@@ -34,7 +34,7 @@ class FlashAttention(FullAttention):
 
     capabilities = Capabilities(causal=True, padding_mask=True, cross=True, kv_cache=True,
                                 bias=True, weights=False, exact=True,
-                                permutation_equivariant=True)
+                                permutation_equivariant=True, shift_invariant=True)
 
     def __init__(self, *, scale: float | None = None, dropout: float = 0.0):
         super().__init__(impl="sdpa", scale=scale, dropout=dropout)

@@ -42,7 +42,7 @@ class FullAttention(Attention):
 
     capabilities = Capabilities(causal=True, padding_mask=True, cross=True, kv_cache=True,
                                 bias=True, weights=True, exact=True,
-                                permutation_equivariant=True)
+                                permutation_equivariant=True, shift_invariant=True)
 
     def __init__(self, *, impl: str = "sdpa", scale: float | None = None, dropout: float = 0.0):
         super().__init__(scale=scale, dropout=dropout)

@@ -37,7 +37,7 @@ class HardAttention(Attention):
 
     capabilities = Capabilities(causal=True, padding_mask=True, cross=True, kv_cache=True,
                                 bias=True, weights=True, exact=False,
-                                permutation_equivariant=True)
+                                permutation_equivariant=True, shift_invariant=True)
     straight_through = True
 
     def __init__(self, *, k: int = 1, gumbel: bool = False, tau: float = 1.0,

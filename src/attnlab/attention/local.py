@@ -153,7 +153,7 @@ class LocalAttention(Attention):
 
     capabilities = Capabilities(causal=True, padding_mask=True, cross=False, kv_cache=True,
                                 bias=True, weights=True, exact=False,
-                                permutation_equivariant=False)
+                                permutation_equivariant=False, shift_invariant=True)
 
     def __init__(self, *, window: int = 128, impl: str = "sdpa", scale: float | None = None,
                  dropout: float = 0.0):

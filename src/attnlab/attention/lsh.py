@@ -93,7 +93,7 @@ class LSHAttention(Attention):
 
     capabilities = Capabilities(causal=True, padding_mask=True, cross=False, kv_cache=False,
                                 bias=False, weights=False, exact=False,
-                                permutation_equivariant=False)
+                                permutation_equivariant=False, shift_invariant=True)
 
     def __init__(self, *, n_buckets: int = 32, n_hashes: int = 2, chunk_size: int = 64,
                  shared_qk: bool = True, seed: int | None = None, scale: float | None = None,

@@ -129,7 +129,7 @@ class LuongAttention(Attention):
 
     capabilities = Capabilities(causal=True, padding_mask=True, cross=True, kv_cache=True,
                                 bias=True, weights=True, exact=False,
-                                permutation_equivariant=True)
+                                permutation_equivariant=True, shift_invariant=True)
 
     def __init__(self, *, score: str = "dot", head_dim: int | None = None, scale: float = 1.0,
                  dropout: float = 0.0):

@@ -110,7 +110,7 @@ class PerformerAttention(Attention):
 
     capabilities = Capabilities(causal=True, padding_mask=True, cross=True, kv_cache=True,
                                 bias=False, weights=True, exact=False,
-                                permutation_equivariant=True)
+                                permutation_equivariant=True, shift_invariant=True)
 
     def __init__(self, *, nb_features: int = 256, redraw: bool = False, seed: int | None = None,
                  chunk_size: int = 64, scale: float | None = None):
