@@ -249,6 +249,44 @@ def test_data_flag_names_the_training_text(setup, capsys):
     assert load_tokenizer(run / "tokenizer.json").vocab_size == 256 + 3
 
 
+def test_a_run_pins_its_data_by_absolute_path_and_sha256(setup, monkeypatch, capsys):
+    import hashlib
+
+    tmp, recipe = setup
+    work, elsewhere = tmp / "work", tmp / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    text = (tmp / "corpus.txt").read_text()
+    (work / "rel.txt").write_text(text)
+    monkeypatch.chdir(work)
+    assert main(["train", str(recipe), "--data", "rel.txt", "--out", "run", "--max-steps", "2",
+                 "--no-progress"]) == 0
+    run = work / "run"
+    data = json.loads((run / "config.json").read_text())["data"]
+    assert data["source"] == str(work / "rel.txt")
+    assert data["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    # the same relative --data on resume is the same source
+    assert main(["train", "--resume", "--out", "run", "--data", "rel.txt", "--max-steps", "4",
+                 "--no-progress"]) == 0
+    monkeypatch.chdir(elsewhere)  # a run is evaluated from anywhere
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 0
+    assert "validation loss" in capsys.readouterr().out
+    # the text changed under the run: eval and resume refuse, and the run is untouched
+    (work / "rel.txt").write_text(text.replace("king", "kong"))
+    before = weights(run)
+    for args in (["eval", str(run)], ["train", "--resume", "--out", str(run), "--max-steps", "6",
+                                      "--no-progress"]):
+        refused(capsys, args, "but the run was trained on text with sha256 "
+                              f"{data['sha256'][:12]}")
+    assert all(torch.equal(before[k], v) for k, v in weights(run).items())
+    # a new run may pin the text it expects
+    refused(capsys, ["train", str(recipe), "--data", str(work / "rel.txt"), "--set",
+                     f"data.sha256={data['sha256']}", "--out", str(tmp / "pinned")],
+            "but data.sha256 asks for")
+    assert not (tmp / "pinned").exists()
+
+
 def test_interrupted_runs_keep_their_checkpoint_or_leave_nothing(setup, monkeypatch, capsys):
     """Ctrl-C: one line and exit 130; before the first checkpoint the run directory goes (a
     rerun of the same command works), after it the run stays resumable."""

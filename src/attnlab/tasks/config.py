@@ -59,15 +59,24 @@ class DataConfig:
         vocab_size: BPE vocabulary size (char: set by the text).
         val_fraction: the last fraction of the tokens held out for validation; `lm` (and
             `forecast`: the share of the steps before the test part).
+        sha256: `lm`: the sha256 of the source's text, which a new run records; resuming or
+            evaluating the run refuses text with another one (set it to pin a new run's data).
+
+    A `source` that names an existing file or folder is stored as its absolute path, so that a
+    run directory finds its data from wherever it is resumed or evaluated.
     """
 
     source: str = "shakespeare"
     tokenizer: str = "char"
     vocab_size: int = 1024
     val_fraction: float = 0.1
+    sha256: str | None = None
 
     def __post_init__(self):
         _check_types(self)
+        path = Path(self.source).expanduser()
+        if path.exists():  # as `load_text` decides: an existing path wins over a name
+            self.source = str(path.resolve())
         if self.tokenizer not in ("char", "bpe"):
             raise ConfigError(f"unknown tokenizer '{self.tokenizer}'"
                               f"{did_you_mean(self.tokenizer, ('char', 'bpe'))}; "

@@ -115,6 +115,9 @@ def run_config_difference(stored: RunConfig, asked: RunConfig,
     count only where `asked` gave them (a recipe leaves them at their defaults)."""
     filled = {k: v for k, v in _data_sized(stored).items() if k not in asked.given}
     asked = dataclasses.replace(asked, model=dataclasses.replace(asked.model, **filled))
+    if asked.data.sha256 is None:  # recorded by the run from its text, not asked for
+        asked = dataclasses.replace(asked, data=dataclasses.replace(asked.data,
+                                                                    sha256=stored.data.sha256))
     for section in sections:
         diff = _first_difference(dataclasses.asdict(getattr(stored, section)),
                                  dataclasses.asdict(getattr(asked, section)))
