@@ -79,6 +79,17 @@ def test_encode_corpus_rebuilds_truncated_cache(char):
     assert encode_corpus(TEXT, char, quiet=True).train.tolist() == expected
 
 
+def test_encode_corpus_rebuilds_a_cache_whose_ids_changed_but_not_their_count(char):
+    first = encode_corpus(TEXT, char, quiet=True)
+    expected = first.train.tolist()
+    path = first.path / "train.bin"
+    del first
+    data = bytearray(path.read_bytes())
+    data[:4] = bytes(reversed(data[:4])) if data[:4] != data[3::-1] else b"\x01\x02\x03\x04"
+    path.write_bytes(bytes(data))  # same size, other (valid) ids
+    assert encode_corpus(TEXT, char, quiet=True).train.tolist() == expected
+
+
 def test_encode_corpus_custom_cache_and_zero_val(char, tmp_path):
     splits = encode_corpus(TEXT, char, val_fraction=0.0, cache=tmp_path / "tok", quiet=True)
     assert splits.path.parent == tmp_path / "tok"
