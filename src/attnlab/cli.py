@@ -16,7 +16,7 @@ import torch
 
 import attnlab
 from attnlab.attention import available
-from attnlab.errors import AttnlabError
+from attnlab.errors import AttnlabError, unknown
 from attnlab.files import check_output, read_text_file
 from attnlab.layers import FEEDFORWARD, NORMS, POSITIONAL
 from attnlab.models import MODELS
@@ -160,11 +160,16 @@ def cmd_data(args) -> int:
     from attnlab.data.pairs import PAIR_DATASETS, list_pair_datasets, prepare_pairs
     from attnlab.data.sentiment import SENTIMENT_SETS, list_sentiment_sets, load_sentiment
 
+    sets = [*list_corpora(), *list_pair_datasets(), *list_sentiment_sets()]  # loads registries
     if args.action == "list":
-        for c in [*list_corpora(), *list_pair_datasets(), *list_sentiment_sets()]:
-            print(f"  {c.name:<12} {c.description}  [{c.license}; from {c.source}; "
-                  f"sha256 {', '.join(pin[:16] for pin in c.pins)}]")
+        width = max(len(c.name) for c in sets)
+        for c in sets:
+            print(f"  {c.name:<{width}} {c.description}  [{c.license}; from {c.source}; "
+                  f"sha256 {', '.join(c.pins)}]")
         return 0
+    names = [c.name for c in sets]
+    if args.name not in names:
+        raise unknown("data set", args.name, names)
     if args.name in SENTIMENT_SETS:
         data = load_sentiment(args.name)
         sizes = ", ".join(f"{len(data.texts[s]):,} {s}" for s in data.texts)
@@ -175,7 +180,7 @@ def cmd_data(args) -> int:
     else:
         path, pins = prepare_corpus(args.name), CORPORA[args.name].pins
     print(f"{args.name}: {path} ({path.stat().st_size / 1e6:.1f} MB; built from inputs "
-          f"matching sha256 {', '.join(pin[:16] for pin in pins)})")
+          f"matching sha256 {', '.join(pins)})")
     return 0
 
 

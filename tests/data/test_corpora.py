@@ -307,6 +307,34 @@ def test_load_text_folder_errors(tmp_path):
     assert "z.txt" in msg
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_wide_unicode_text_is_an_error_alone_and_in_a_folder(tmp_path, encoding):
+    d = tmp_path / "texts"
+    d.mkdir()
+    (d / "a.txt").write_text("fine\n", encoding="utf-8")
+    (d / "wide.txt").write_text("hello\n", encoding=encoding)  # Python writes the BOM
+    name = encoding.upper()
+    msg = _one_line_error(d, f"is {name} text; convert it to UTF-8, e.g. with iconv -f {name}")
+    assert "wide.txt" in msg
+    _one_line_error(d / "wide.txt", f"is {name} text")
+
+
+def test_folder_follows_symbolic_links_once_and_counts_broken_ones(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "b.txt").write_text("linked folder\n", encoding="utf-8")
+    d = tmp_path / "texts"
+    d.mkdir()
+    (d / "a.txt").write_text("plain\n", encoding="utf-8")
+    (d / "link").symlink_to(outside, target_is_directory=True)
+    (d / "same").symlink_to(outside, target_is_directory=True)  # one folder, read once
+    (d / "loop").symlink_to(d, target_is_directory=True)
+    (d / "gone.txt").symlink_to(tmp_path / "missing.txt")
+    text, desc = load_text(d)
+    assert text == "plain\n\nlinked folder\n"
+    assert "2 files" in desc and "1 broken link skipped" in desc
+
+
 def test_existing_path_wins_over_corpus_name(tmp_path, monkeypatch):
     (tmp_path / "shakespeare").mkdir()
     (tmp_path / "shakespeare" / "mine.txt").write_text("my own\n", encoding="utf-8")
@@ -352,4 +380,12 @@ def test_data_prepare_command_shows_the_pinned_checksum(tiny, capsys):
     assert main(["data", "prepare", "tiny"]) == 0
     out = capsys.readouterr().out
     assert str(cache_dir() / "corpora" / "tiny.txt") in out
-    assert f"sha256 {corpus.sha256[:16]}" in out
+    assert f"sha256 {corpus.sha256})" in out  # whole, so that it can be checked
+    assert main(["data", "list"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert any(f"sha256 {corpus.sha256}]" in row for row in rows)
+    starts = {len(row) - len(row[2 + len(row.split()[0]):].lstrip()) for row in rows}
+    assert len(starts) == 1  # the descriptions line up, whatever the names' lengths
+    assert main(["data", "prepare", "tinny"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown data set 'tinny' (did you mean 'tiny'?)" in err and "kjv-rv1909" in err

