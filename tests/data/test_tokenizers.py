@@ -188,6 +188,26 @@ def _load_error(path, match):
     assert "\n" not in str(err.value)
 
 
+def test_bpe_files_that_are_not_byte_level_are_refused(tmp_path):
+    """A BPE over words (Whitespace pre-tokenizer) drops spaces and maps unseen text to
+    [UNK]: it cannot give back what it encodes, so it is not read as a tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    words = Tokenizer(models.BPE(unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    words.train_from_iterator([TRAIN_TEXT], trainer=trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["[UNK]"], show_progress=False))
+    p = tmp_path / "words.json"
+    p.write_text(words.to_str(), encoding="utf-8")
+    _load_error(p, "not byte-level")
+    words.pre_tokenizer = pre_tokenizers.ByteLevel()  # byte-level in, but no byte decoder
+    p.write_text(words.to_str(), encoding="utf-8")
+    _load_error(p, "not byte-level")
+    words.decoder = decoders.ByteLevel()
+    p.write_text(words.to_str(), encoding="utf-8")
+    assert load_tokenizer(p).vocab_size == words.get_vocab_size()
+
+
 def test_bad_tokenizer_files(tmp_path, bpe, char):
     _load_error(tmp_path / "missing.json", "no tokenizer file")
     p = tmp_path / "t.json"
@@ -201,10 +221,14 @@ def test_bad_tokenizer_files(tmp_path, bpe, char):
     _load_error(p, "not a tokenizer")
     p.write_text('{"type": "wordz"}', encoding="utf-8")
     _load_error(p, "unknown tokenizer type 'wordz'")
-    p.write_text('{"model": {"type": "BPE", "vocab": 5}}', encoding="utf-8")
+    broken = json.loads(bpe.to_json())
+    broken["model"]["vocab"] = 5
+    p.write_text(json.dumps(broken), encoding="utf-8")
     _load_error(p, "broken BPE tokenizer file")
-    p.write_text('{"type": "char", "version": 1, "chars": ["ab"]}', encoding="utf-8")
-    _load_error(p, "single characters")
+    for chars in (["ab"], [5], [["a"]], ["a", 5]):  # 5 and a list broke sorting
+        p.write_text(json.dumps({"type": "char", "version": 1, "chars": chars}),
+                     encoding="utf-8")
+        _load_error(p, "as a character; the file is corrupt")
     p.write_text('{"type": "char", "version": 1, "chars": ["a", "a"]}', encoding="utf-8")
     _load_error(p, "twice")
     p.write_text('{"type": "char", "version": 99, "chars": []}', encoding="utf-8")

@@ -94,13 +94,14 @@ class CharTokenizer:
     N_BYTES = 256
 
     def __init__(self, chars: Iterable[str]):
-        chars = sorted(set(chars))
-        for c in chars:
+        chars = list(chars)
+        for c in chars:  # before set() and sorted(), which a list or an int would break
             if not isinstance(c, str) or len(c) != 1:
                 raise AttnlabError(
-                    f"a char tokenizer's vocabulary holds single characters, not {c!r}"
+                    f"a char tokenizer's vocabulary holds single characters, not {c!r:.40}"
                 )
             _utf8_check(c)
+        chars = sorted(set(chars))
         self.chars: tuple[str, ...] = tuple(chars)
         self._index = {c: i + self.N_BYTES for i, c in enumerate(self.chars)}
         # Sorting single-character strings sorts by code point, so this array is sorted too and
@@ -240,6 +241,10 @@ class CharTokenizer:
                 f"{where} is not a version-{_CHAR_FORMAT_VERSION} char tokenizer "
                 "(needs 'version' and a 'chars' list); retrain it"
             )
+        bad = next((c for c in chars if not isinstance(c, str) or len(c) != 1), None)
+        if bad is not None:
+            raise AttnlabError(f"{where} lists {bad!r:.40} as a character; the file is corrupt, "
+                               "retrain it")
         if len(set(chars)) != len(chars):
             raise AttnlabError(f"{where} lists a character twice; the file is corrupt, retrain it")
         return cls(chars)
@@ -454,6 +459,12 @@ def tokenizer_from_json(text: str, *, where: str = "tokenizer") -> Tokenizer:
         return CharTokenizer.from_dict(obj, where=where)
     model = obj.get("model")
     if isinstance(model, dict) and model.get("type") == "BPE":
+        if not _byte_level(obj):
+            raise AttnlabError(
+                f"{where} is a BPE tokenizer that is not byte-level (it needs a ByteLevel "
+                "pre-tokenizer and decoder and no normalizer), so it would not give back the "
+                "text it encodes; attnlab reads byte-level BPE only"
+            )
         try:
             return BPETokenizer(_HFTokenizer.from_str(text))
         except Exception as e:  # the Rust side raises a bare Exception with a serde message
@@ -490,3 +501,17 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
             f"tokenizer file {path} is not UTF-8 JSON (byte offset {e.start}); it is corrupt"
         ) from e
     return tokenizer_from_json(text, where=f"tokenizer file {path}")
+
+
+def _byte_level(obj: dict) -> bool:
+    """Whether a tokenizers JSON maps bytes both ways: a ByteLevel decoder, no normalizer, and
+    ByteLevel among the pre-tokenizers (others in a Sequence only split the text)."""
+    def kinds(part) -> list:
+        if not isinstance(part, dict):
+            return []
+        inner = part.get("pretokenizers") or part.get("decoders")
+        return [k for p in inner for k in kinds(p)] if isinstance(inner, list) else [
+            part.get("type")]
+
+    return (obj.get("normalizer") is None and kinds(obj.get("decoder")) == ["ByteLevel"]
+            and "ByteLevel" in kinds(obj.get("pre_tokenizer")))
