@@ -114,16 +114,18 @@ def test_sigkill_during_a_checkpoint_write_then_resume_is_bit_identical(setup, p
     assert_same_weights(straight, killed)
 
 
-def test_two_process_ddp_matches_one_process_with_the_same_global_batch(setup):
+@pytest.mark.parametrize("accum", [1, 2])  # 2: DDP's no_sync() on the first micro-batch
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(setup, accum):
     tmp, recipe = setup
     env = {**os.environ, "ATTNLAB_HOME": str(tmp / "home"), "OMP_NUM_THREADS": "1"}
     common = ["train", str(recipe), "--no-progress", "--set", "model.dropout=0.0",
-              "--set", "train.max_steps=6"]
+              "--set", "train.max_steps=6", "--set", f"train.grad_accum={accum}"]
     one = cli(*common, "--out", str(tmp / "one"), env=env)
     assert one.returncode == 0, one.stderr
     two = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", "29517", "-m", "attnlab", *common, "--out", str(tmp / "two")],
+         "--master_port", str(29517 + accum), "-m", "attnlab", *common, "--out",
+         str(tmp / "two")],
         capture_output=True, text=True, timeout=300, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
 

@@ -165,10 +165,11 @@ class Trainer:
         for micro in range(cfg.grad_accum):
             batch = self.task.train_batch(self.generator, cfg.batch_size, part)
             sync = micro == cfg.grad_accum - 1 or not d.active
-            ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()  # reduce once
-            with ctx, autocast_context(self.precision, self.device):
-                loss = self.task.loss(self.train_model, batch) / cfg.grad_accum
-            with ctx:
+            # One context around forward and backward: DDP's no_sync() is a one-shot context
+            # manager (it cannot be entered twice), and gradients reduce once, at the last.
+            with contextlib.nullcontext() if sync else self.ddp.no_sync():
+                with autocast_context(self.precision, self.device):
+                    loss = self.task.loss(self.train_model, batch) / cfg.grad_accum
                 self.scaler.scale(loss).backward()
             total += loss.detach()
         if cfg.grad_clip > 0:
