@@ -289,6 +289,37 @@ def test_a_run_pins_its_data_by_absolute_path_and_sha256(setup, monkeypatch, cap
     assert not (tmp / "pinned").exists()
 
 
+def test_resume_keeps_the_runs_settings_and_records_what_was_typed(setup, capsys):
+    from attnlab.tasks.run import prepare_run
+
+    tmp, recipe = setup
+    run = tmp / "run"
+    assert main(["train", str(recipe), "--out", str(run), "--no-progress", "--max-steps", "4",
+                 "--set", "train.lr=0.01", "--set", "train.schedule=constant"]) == 0
+    # A killed run logged steps after its checkpoint (and tore its last line): they go.
+    rows = (run / "metrics.jsonl").read_text()
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 5, "loss": 9.0}) + "\n" + '{"step": 6, "lo')
+    # The recipe's own train section (lr 3e-3, cosine) does not replace the run's.
+    cfg, out = prepare_run(str(recipe), [], str(run), resume=True)
+    assert out == run and (cfg.train.lr, cfg.train.schedule) == (0.01, "constant")
+    capsys.readouterr()
+    assert main(["train", str(recipe), "--resume", "--out", str(run), "--no-progress",
+                 "--max-steps", "6"]) == 0
+    out_text = capsys.readouterr().out
+    assert "resuming with train.max_steps 4 -> 6" in out_text and "cosine" not in out_text
+    train = json.loads((run / "config.json").read_text())["train"]
+    assert (train["max_steps"], train["lr"], train["schedule"]) == (6, 0.01, "constant")
+    after = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert (run / "metrics.jsonl").read_text().startswith(rows)
+    steps = [r["step"] for r in after if "loss" in r]
+    assert steps == [1, 2, 3, 4, 5, 6] and 9.0 not in [r.get("loss") for r in after]
+    # Stretching a cosine schedule is announced: from the stop on it is another run.
+    assert main(["train", "--resume", "--out", str(run), "--no-progress", "--max-steps", "8",
+                 "--set", "train.schedule=cosine"]) == 0
+    assert "the cosine schedule now decays over 8 steps" in capsys.readouterr().out
+
+
 def test_interrupted_runs_keep_their_checkpoint_or_leave_nothing(setup, monkeypatch, capsys):
     """Ctrl-C: one line and exit 130; before the first checkpoint the run directory goes (a
     rerun of the same command works), after it the run stays resumable."""

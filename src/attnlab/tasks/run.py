@@ -85,6 +85,7 @@ def prepare_run(recipe: str | None, overrides: list[str], out: Path | None, *,
     if resume:
         if out is None:
             raise AttnlabError("--resume needs --out RUN_DIR, the run to continue")
+        out = Path(out)
         stored = read_run_config(out)
         if resolve(out / "last") is None:
             raise AttnlabError(f"--resume: no checkpoint in {out}; nothing to resume")
@@ -96,8 +97,11 @@ def prepare_run(recipe: str | None, overrides: list[str], out: Path | None, *,
             if diff:
                 raise AttnlabError(f"{out} holds another {diff.split('.')[0]}: {diff}; "
                                    f"resume it as it is or start a new run")
-            cfg = dataclasses.replace(stored, train=asked.train)
-        return cfg, Path(out)
+            # Only what was typed changes how the run trains on: a recipe's train section
+            # starts runs, and would silently replace the run's own settings.
+            typed = RunConfig.from_dict(merge(stored.to_dict(), parse_overrides(overrides)))
+            cfg = dataclasses.replace(stored, train=typed.train)
+        return cfg, out
     if recipe is None:
         raise AttnlabError("give a recipe name or a YAML config (see `attnlab recipes`)")
     cfg = load_run_config(recipe, overrides)
@@ -176,6 +180,8 @@ def train_run(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool = T
                 f"vocab {cfg.model.vocab_size}, device {device}, {dist.world} process(es)")
         trainer = Trainer(task, run_dir, cfg.train, dist=dist, device=device, resume=resume,
                           progress=progress)
+        if dist.main and resume and trainer.step < cfg.train.max_steps:
+            _continue_records(run_dir, cfg, trainer.step, log)
         if dist.main:
             log(f"precision {trainer.precision} (train.precision={cfg.train.precision}; native "
                 f"bf16 matmul on {device.type}: {native_bf16(device)})")
@@ -190,6 +196,37 @@ def train_run(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool = T
         raise
     finally:
         distributed.teardown(dist)
+
+
+def _continue_records(run_dir: Path, cfg: RunConfig, step: int, log) -> None:
+    """Before a resumed run's first step: say which training settings changed, keep them in
+    config.json, and drop the metrics rows of steps after the checkpoint (a killed run logged
+    them, and the resumed run logs those steps again)."""
+    before = read_run_config(run_dir).train
+    changed = [f.name for f in dataclasses.fields(before)
+               if getattr(before, f.name) != getattr(cfg.train, f.name)]
+    if changed:
+        log("resuming with " + ", ".join(f"train.{k} {getattr(before, k)!r} -> "
+                                          f"{getattr(cfg.train, k)!r}" for k in changed))
+        if cfg.train.schedule == "cosine" and {"max_steps", "schedule"} & set(changed):
+            log(f"note: the cosine schedule now decays over {cfg.train.max_steps} steps, so the "
+                f"learning rate from step {step} on is not the one the run had, and the result "
+                f"is not what a straight run of this length would give")
+        atomic_write(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file():
+        lines = metrics.read_text("utf-8").splitlines(keepends=True)
+        kept = [x for x in lines if x.endswith("\n") and _step_of(x) <= step]
+        if len(kept) < len(lines):
+            atomic_write(metrics, "".join(kept))
+
+
+def _step_of(row: str) -> float:
+    """A metrics row's step; a row a kill cut short counts as after every checkpoint."""
+    try:
+        return json.loads(row).get("step", 0)
+    except ValueError:
+        return float("inf")
 
 
 def _remove_unfinished(run_dir: Path, created: bool) -> None:
