@@ -8,7 +8,7 @@ from attnlab.errors import AttnlabError
 from attnlab.models import GPT, GPTConfig
 from attnlab.tasks.config import TrainConfig
 from attnlab.train.distributed import Dist
-from attnlab.train.trainer import Trainer, autocast_context
+from attnlab.train.trainer import Trainer, autocast_context, step_seed
 
 T = 16
 
@@ -66,6 +66,29 @@ def test_half_resume_half_is_bit_identical_to_straight(tmp_path):
     for (name, x), (_, y) in zip(a.model.state_dict().items(), b2.model.state_dict().items(),
                                  strict=True):
         assert torch.equal(x, y), name
+
+
+def test_every_process_and_step_draws_its_own_dropout(tmp_path, monkeypatch):
+    """The global RNG is seeded per (seed, rank, step): distributed ranks do not share their
+    dropout masks, and a step's masks do not depend on what ran before it."""
+    seeds = {step_seed(3, rank, step) for rank in range(8) for step in range(500)}
+    assert len(seeds) == 8 * 500 and step_seed(3, 1, 7) == step_seed(3, 1, 7)
+    assert step_seed(4, 1, 7) not in seeds
+
+    def mask(seed):
+        torch.manual_seed(seed)
+        return F.dropout(torch.ones(4096), 0.5) > 0
+
+    assert not torch.equal(mask(step_seed(3, 0, 5)), mask(step_seed(3, 1, 5)))
+    calls = []
+    real = torch.manual_seed
+    monkeypatch.setattr(torch, "manual_seed", lambda s: (calls.append(s), real(s))[1])
+    (tmp_path / "a").mkdir()
+    t = trainer(tmp_path / "a")
+    calls.clear()
+    for _ in range(3):
+        t.train_step()
+    assert calls == [step_seed(3, 0, s) for s in range(3)]
 
 
 def test_fit_writes_metrics_best_and_last(tmp_path):

@@ -9,12 +9,16 @@ A task provides:
 Determinism: initialization, data order (one torch.Generator) and dropout (the global RNG) all
 derive from `seed`, and a checkpoint stores the weights, the optimizer, the step and both RNG
 states, so N steps and N/2 + resume + N/2 give bit-identical weights. Learning rates are a
-pure function of the step.
+pure function of the step. So is the global RNG at the start of each step: it is seeded from
+(seed, rank, step), which gives every process of a distributed run its own dropout masks (one
+shared seed would repeat them on every rank, as if the global batch were B / world rows
+repeated) while a resume needs no RNG state from the other processes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -27,6 +31,13 @@ from attnlab.errors import AttnlabError
 from attnlab.train import distributed
 from attnlab.train.checkpoint import load_checkpoint, resolve, save_checkpoint
 from attnlab.train.optim import build_optimizer, lr_at
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The global RNG's seed for optimizer step `step` of process `rank`: a hash, so that
+    neighbouring (rank, step) pairs give unrelated streams."""
+    digest = hashlib.blake2b(f"{seed}/{rank}/{step}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
 
 
 def pick_device(name: str) -> torch.device:
@@ -154,6 +165,7 @@ class Trainer:
 
     def train_step(self) -> float:
         cfg, d = self.cfg, self.dist
+        torch.manual_seed(step_seed(cfg.seed, d.rank, self.step))  # dropout, random features
         lr = lr_at(self.step, schedule=cfg.schedule, lr=cfg.lr, min_lr=cfg.min_lr,
                    warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
                    d_model=getattr(getattr(self.model, "config", None), "d_model", None))
