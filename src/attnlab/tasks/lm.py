@@ -49,13 +49,6 @@ class LanguageModeling:
         self.eval_batch_count, self.batch_size = eval_batch_count, batch_size
         self.device = torch.device(device)
         self.model = model.to(self.device)
-        self.chars_per_token = self._chars_per_token()
-
-    def _chars_per_token(self) -> float:
-        """Characters per token on a slice of the validation text (1 for a char tokenizer
-        except where byte fallback spends several tokens on one character)."""
-        sample = np.asarray(self.splits.val[: 200_000], dtype=np.int64).tolist()
-        return len(self.tokenizer.decode(sample)) / max(len(sample), 1)
 
     def train_batch(self, generator: torch.Generator, n: int, part: slice):
         x, y = sample_batch(self.splits.train, n, self.block, generator)
@@ -67,16 +60,19 @@ class LanguageModeling:
         return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
 
     def evaluate(self, model) -> dict:
-        total, count = 0.0, 0
+        """Loss and perplexity per token, and bits per character of the text the scored
+        tokens decode to (the windows evaluated, not the split's average token length)."""
+        total, count, chars = 0.0, 0, 0
         for x, y in eval_batches(self.splits.val, self.batch_size, self.block,
                                  self.eval_batch_count):
             logits = model(x.to(self.device)).float()
             total += F.cross_entropy(logits.flatten(0, 1), y.to(self.device).flatten(),
                                      reduction="sum").item()
             count += y.numel()
+            chars += sum(len(self.tokenizer.decode(row)) for row in y.tolist())
         val = total / count
         return {"val_loss": val, "perplexity": math.exp(val),
-                "bits_per_char": val / math.log(2) / self.chars_per_token}
+                "bits_per_char": total / math.log(2) / max(chars, 1)}
 
     def baselines(self) -> dict:
         return {"unigram_loss": self.unigram_loss()}
