@@ -199,10 +199,10 @@ def test_bpe_files_that_are_not_byte_level_are_refused(tmp_path):
         vocab_size=300, special_tokens=["[UNK]"], show_progress=False))
     p = tmp_path / "words.json"
     p.write_text(words.to_str(), encoding="utf-8")
-    _load_error(p, "not byte-level")
+    _load_error(p, "neither byte-level nor byte-fallback")
     words.pre_tokenizer = pre_tokenizers.ByteLevel()  # byte-level in, but no byte decoder
     p.write_text(words.to_str(), encoding="utf-8")
-    _load_error(p, "not byte-level")
+    _load_error(p, "neither byte-level nor byte-fallback")
     words.decoder = decoders.ByteLevel()
     p.write_text(words.to_str(), encoding="utf-8")
     assert load_tokenizer(p).vocab_size == words.get_vocab_size()

@@ -213,6 +213,14 @@ def test_convert_run_with_char_tokenizer_round_trips_through_hf(tmp_path):
     kw = dict(max_new_tokens=12, temperature=0)
     assert (generate_text(back_model, back_tok, "hello", **kw)
             == generate_text(model, char, "hello", **kw))
+    # as a run directory too (what `attnlab generate` and `eval` read): a byte-fallback BPE
+    # gives back any text, so it is accepted beside byte-level ones
+    from attnlab.tasks.run import load_run
+
+    run_model, run_tok, _ = load_run(tmp_path / "back")
+    assert run_tok.decode(run_tok.encode(text)) == text
+    assert (generate_text(run_model, run_tok, "hello", **kw)
+            == generate_text(model, char, "hello", **kw))
 
 
 # ---------------------------------------------------------------------------------------------

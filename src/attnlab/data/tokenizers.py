@@ -459,11 +459,10 @@ def tokenizer_from_json(text: str, *, where: str = "tokenizer") -> Tokenizer:
         return CharTokenizer.from_dict(obj, where=where)
     model = obj.get("model")
     if isinstance(model, dict) and model.get("type") == "BPE":
-        if not _byte_level(obj):
+        if not (_byte_level(obj) or _byte_fallback(obj)):
             raise AttnlabError(
-                f"{where} is a BPE tokenizer that is not byte-level (it needs a ByteLevel "
-                "pre-tokenizer and decoder and no normalizer), so it would not give back the "
-                "text it encodes; attnlab reads byte-level BPE only"
+                f"{where} is a BPE tokenizer that is neither byte-level nor byte-fallback, so "
+                "it would not give back the text it encodes; attnlab reads those two only"
             )
         try:
             return BPETokenizer(_HFTokenizer.from_str(text))
@@ -475,7 +474,7 @@ def tokenizer_from_json(text: str, *, where: str = "tokenizer") -> Tokenizer:
     found = obj.get("type") or (model.get("type") if isinstance(model, dict) else None)
     raise AttnlabError(
         f"{where} has unknown tokenizer type {found!r}; attnlab reads 'char' tokenizers and "
-        "byte-level BPE files of the tokenizers library"
+        "byte-level or byte-fallback BPE files of the tokenizers library"
     )
 
 
@@ -503,15 +502,29 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     return tokenizer_from_json(text, where=f"tokenizer file {path}")
 
 
-def _byte_level(obj: dict) -> bool:
-    """Whether a tokenizers JSON maps bytes both ways: a ByteLevel decoder, no normalizer, and
-    ByteLevel among the pre-tokenizers (others in a Sequence only split the text)."""
-    def kinds(part) -> list:
-        if not isinstance(part, dict):
-            return []
-        inner = part.get("pretokenizers") or part.get("decoders")
-        return [k for p in inner for k in kinds(p)] if isinstance(inner, list) else [
-            part.get("type")]
+def _kinds(part) -> list:
+    """The component types of a tokenizers JSON pre-tokenizer or decoder, Sequences opened."""
+    if not isinstance(part, dict):
+        return []
+    inner = part.get("pretokenizers") or part.get("decoders")
+    return ([k for p in inner for k in _kinds(p)] if isinstance(inner, list)
+            else [part.get("type")])
 
-    return (obj.get("normalizer") is None and kinds(obj.get("decoder")) == ["ByteLevel"]
-            and "ByteLevel" in kinds(obj.get("pre_tokenizer")))
+
+def _byte_level(obj: dict) -> bool:
+    """Whether a tokenizers JSON maps bytes both ways as GPT-2 does: a ByteLevel decoder, no
+    normalizer, and ByteLevel among the pre-tokenizers (others in a Sequence only split)."""
+    return (obj.get("normalizer") is None and _kinds(obj.get("decoder")) == ["ByteLevel"]
+            and "ByteLevel" in _kinds(obj.get("pre_tokenizer")))
+
+
+def _byte_fallback(obj: dict) -> bool:
+    """Whether a tokenizers JSON gives back any text through byte fallback (the form of
+    `CharTokenizer.to_hf`, and LLaMA's): no normalizer or pre-tokenizer, every byte
+    <0x00>..<0xFF> a token, and a decoder that turns them back into bytes and fuses."""
+    model = obj.get("model") or {}
+    vocab = model.get("vocab")
+    return (obj.get("normalizer") is None and obj.get("pre_tokenizer") is None
+            and model.get("byte_fallback") is True and isinstance(vocab, dict)
+            and all(f"<0x{b:02X}>" in vocab for b in range(256))
+            and _kinds(obj.get("decoder")) == ["ByteFallback", "Fuse"])
