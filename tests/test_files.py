@@ -31,3 +31,28 @@ def test_atomic_write_replaces_and_leaves_no_temporary_file(tmp_path):
         atomic_write(path, lambda f: (_ for _ in ()).throw(RuntimeError("boom")))
     assert path.read_bytes() == b"two"
     assert sorted(p.name for p in path.parent.iterdir()) == ["x.bin"]
+
+
+def test_safetensors_follow_the_umask_and_a_failed_write_is_one_line(tmp_path, monkeypatch):
+    import safetensors.torch
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from attnlab.errors import AttnlabError
+    from attnlab.files import save_safetensors
+
+    before = os.umask(0o022)
+    try:
+        save_safetensors({"w": torch.arange(3.0)}, tmp_path / "w.safetensors")
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode) == 0o644  # not 0600
+    assert torch.equal(load_file(tmp_path / "w.safetensors")["w"], torch.arange(3.0))
+
+    def full_disk(*args, **kwargs):
+        raise SafetensorError("Error while serializing: IoError(No space left on device)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(AttnlabError, match=r"cannot write .*x\.safetensors: .*No space left"):
+        save_safetensors({"w": torch.zeros(1)}, tmp_path / "x.safetensors")

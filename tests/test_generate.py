@@ -85,6 +85,7 @@ class Recorder(io.StringIO):
 @pytest.mark.parametrize("field, value, message", [
     ("temperature", -0.5, "temperature must be >= 0"),
     ("temperature", float("nan"), "temperature must be >= 0"),
+    ("temperature", float("inf"), "temperature must be >= 0 and finite"),
     ("top_k", 0, "top_k must be an integer >= 1"),
     ("top_p", 0.0, r"top_p must be in \(0, 1\]"),
     ("top_p", 1.5, r"top_p must be in \(0, 1\]"),

@@ -508,7 +508,7 @@ def parse_options(pairs: list[str]) -> dict:
     for pair in pairs:
         if "." in pair.partition("=")[0]:
             raise AttnlabError(f"--option takes name=value with a plain name, got '{pair}'")
-    return parse_overrides(pairs)
+    return parse_overrides(pairs, flag="--option")
 
 
 def cmd_plot(args) -> int:
@@ -672,7 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shorthand for data.source: a text file, a folder of them or a corpus "
                         "name (attnlab data list)")
     p.add_argument("--max-steps", type=positive_int, help="shorthand for train.max_steps")
-    p.add_argument("--max-minutes", type=float, help="shorthand for train.max_minutes")
+    p.add_argument("--max-minutes", type=float,
+                   help="shorthand for train.max_minutes (0 = no time limit)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)

@@ -61,6 +61,19 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def save_safetensors(tensors: dict, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """`safetensors.torch.save_file`, with the file's mode from the umask (the library writes
+    0600) and a failed write (a full disk) as one line instead of its own exception type."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as e:
+        raise AttnlabError(f"cannot write {path}: {e}") from None
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def _umask() -> int:
     """The process's umask (reading it means setting it; it is put back at once)."""
     mask = os.umask(0o022)

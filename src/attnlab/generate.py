@@ -85,9 +85,11 @@ class GenerationConfig:
         if not is_int(self.max_new_tokens) or self.max_new_tokens < 0:
             raise ConfigError(f"max_new_tokens must be an integer >= 0, got "
                               f"{self.max_new_tokens!r}")
-        # `not x >= 0` also rejects NaN.
-        if not is_num(self.temperature) or not self.temperature >= 0:
-            raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}")
+        # `not x >= 0` also rejects NaN; inf would sample uniformly, ignoring the model.
+        if (not is_num(self.temperature) or not self.temperature >= 0
+                or self.temperature == float("inf")):
+            raise ConfigError(f"temperature must be >= 0 and finite (0 = greedy), got "
+                              f"{self.temperature!r}")
         if self.top_k is not None and (not is_int(self.top_k) or self.top_k < 1):
             raise ConfigError(f"top_k must be an integer >= 1 or None, got {self.top_k!r}")
         if self.top_p is not None and (not is_num(self.top_p) or not 0 < self.top_p <= 1):

@@ -204,6 +204,12 @@ def test_bad_input_is_one_line_exit_2_and_nothing_overwritten(setup, capsys, mon
     bad_yaml = tmp / "bad.yaml"
     bad_yaml.write_text("model: [unclosed\n")
     refused(capsys, ["train", str(bad_yaml)], "not valid YAML")
+    empty_yaml = tmp / "empty.yaml"
+    empty_yaml.write_text("# nothing yet\n")
+    refused(capsys, ["train", str(empty_yaml)], "empty.yaml is empty; give at least one section")
+    refused(capsys, ["train", str(recipe), "--out", str(empty_yaml)], "is a file")
+    refused(capsys, ["eval", str(tmp), "--attention", "local", "--option", "window"],
+            "--option takes key=value, got 'window'")
     # A run that fails after writing its config (fp16 is refused on a CPU only once the
     # trainer is built) leaves nothing behind, so the same command can simply be rerun. In a
     # real process: the GradScaler warning it must not print would bypass capsys.

@@ -25,12 +25,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from safetensors.torch import save_file
 from torch import Tensor
 
 from attnlab.data.tokenizers import CharTokenizer, load_tokenizer
 from attnlab.errors import AttnlabError, did_you_mean
-from attnlab.files import atomic_write, fsync_dir
+from attnlab.files import atomic_write, fsync_dir, save_safetensors
 from attnlab.interop.gguf import ChatTemplate, ChatTokenizer, load_gguf, read_gguf_model
 from attnlab.interop.hf import model_from_hf, model_to_hf
 from attnlab.interop.sources import MODEL_SOURCES, fetch_model
@@ -165,7 +164,7 @@ def save_hf_folder(model: GPT | Encoder, path: str | Path, *,
     with _new_folder(path) as tmp:
         atomic_write(tmp / "config.json", json.dumps(config, indent=2) + "\n")
         # transformers refuses safetensors files without a format tag
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_safetensors(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
         if tokenizer_json is not None:
             atomic_write(tmp / "tokenizer.json", tokenizer_json)
             _write_chat(tmp, tokenizer)

@@ -246,8 +246,9 @@ def read_recipe(name_or_path: str) -> dict[str, Any]:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         at = f" at line {line + 1}" if line is not None else ""
         raise AttnlabError(f"{where} is not valid YAML{at}") from None
-    if values is None:
-        values = {}
+    if values is None:  # an empty file: training the defaults for hours is not what was meant
+        raise AttnlabError(f"{where} is empty; give at least one section (model, data, train), "
+                           f"or a recipe name (attnlab recipes)")
     if not isinstance(values, dict):
         raise AttnlabError(f"{where} must be a mapping of sections (model, data, train)")
     return values
@@ -277,13 +278,13 @@ def read_value(raw: str, key: str):
         raise AttnlabError(f"--set {key}: cannot read value '{raw}'") from None
 
 
-def parse_overrides(pairs: list[str]) -> dict:
-    """['a=1', 'b.c=x'] -> {'a': 1, 'b': {'c': 'x'}}."""
+def parse_overrides(pairs: list[str], flag: str = "--set") -> dict:
+    """['a=1', 'b.c=x'] -> {'a': 1, 'b': {'c': 'x'}}; `flag` names the option in errors."""
     out: dict = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise AttnlabError(f"--set takes key=value, got '{pair}'")
+            raise AttnlabError(f"{flag} takes key=value, got '{pair}'")
         *parents, leaf = key.split(".")
         node = out
         for part in parents:

@@ -106,7 +106,9 @@ def prepare_run(recipe: str | None, overrides: list[str], out: Path | None, *,
         raise AttnlabError("give a recipe name or a YAML config (see `attnlab recipes`)")
     cfg = load_run_config(recipe, overrides)
     out = Path(out) if out is not None else default_run_dir(recipe)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise AttnlabError(f"{out} is a file; a run directory goes there (give another --out)")
+    if out.exists() and any(out.iterdir()):
         raise AttnlabError(f"{out} exists and is not empty; a new run never writes into it "
                            f"(use --resume to continue a run there, or another --out)")
     return cfg, out

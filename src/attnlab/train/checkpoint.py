@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from attnlab.errors import AttnlabError
-from attnlab.files import fsync_dir
+from attnlab.files import fsync_dir, save_safetensors
 
 
 def unique_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -121,12 +121,12 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     old = path.with_name(path.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(unique_state_dict(model), str(tmp / "model.safetensors"))
+    save_safetensors(unique_state_dict(model), tmp / "model.safetensors")
     meta = dict(state)
     if optimizer is not None or rng:
         tensors, opt_meta = optimizer_tensors(optimizer) if optimizer is not None else ({}, None)
         tensors.update({f"rng.{k}": v for k, v in (rng or {}).items()})
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        save_safetensors(tensors, tmp / "optimizer.safetensors")
         meta["optimizer"] = opt_meta
     (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))
     for f in tmp.iterdir():
