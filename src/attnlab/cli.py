@@ -8,7 +8,9 @@ import math
 import os
 import platform
 import re
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -204,6 +206,38 @@ def cmd_rl_data(args) -> int:
     return 0
 
 
+class _Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a scheduler, a closed terminal), raised like Ctrl-C so that a run
+    stops the same way: a new run's directory removed, a checkpointed one kept."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _stop_on_signals:
+    """While training: SIGTERM and SIGHUP raise `_Signalled` (main thread only, where Python
+    delivers signals); the previous handlers come back after."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+    def __enter__(self):
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self.previous[s] = signal.signal(s, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise _Signalled(signum)
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        return False
+
+
 def cmd_convert(args) -> int:
     from attnlab.interop import convert
 
@@ -225,18 +259,22 @@ def cmd_train(args) -> int:
         overrides.append(f"train.max_minutes={args.max_minutes}")
     cfg, run_dir = prepare_run(args.recipe, overrides, args.out, resume=args.resume)
     try:
-        summary = train_run(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
-    except KeyboardInterrupt:
+        with _stop_on_signals():
+            summary = train_run(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+    except KeyboardInterrupt as e:
         from attnlab.train.checkpoint import resolve
 
+        signum = getattr(e, "signum", signal.SIGINT)
         if _rank() != 0:  # torchrun sends every process the Ctrl-C; one of them says so
-            return 130
+            return 128 + signum
         # Checkpoints are written atomically, so the last one is whole.
         kept = (f"; the last checkpoint is kept: attnlab train --resume --out {run_dir}"
                 if resolve(run_dir / "last") is not None else
                 f"; no checkpoint had been written, so the run left nothing in {run_dir}")
-        print(f"attnlab: interrupted{kept}", file=sys.stderr)
-        return 130
+        how = ("interrupted" if signum == signal.SIGINT else
+               f"stopped by {signal.Signals(signum).name}")
+        print(f"attnlab: {how}{kept}", file=sys.stderr)
+        return 128 + signum  # as a shell reports a process ended by that signal
     if _rank() != 0:
         return 0
     report = getattr(TASKS[cfg.task], "format_metrics", None)

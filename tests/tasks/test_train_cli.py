@@ -367,6 +367,28 @@ def test_interrupted_runs_keep_their_checkpoint_or_leave_nothing(setup, monkeypa
         assert capsys.readouterr().err.count("attnlab: interrupted") == lines
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_a_run_like_ctrl_c(setup, sig):
+    """A scheduler's SIGTERM or a closed terminal's SIGHUP before the first checkpoint: exit
+    128 + signal, one line, and no directory left to block a rerun (a real process)."""
+    tmp, recipe = setup
+    env = {**os.environ, "ATTNLAB_HOME": str(tmp / "home"), "OMP_NUM_THREADS": "1"}
+    run = tmp / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "attnlab", "train", str(recipe), "--out", str(run),
+         "--no-progress", "--set", "train.checkpoint_interval=100000", "--set",
+         "train.max_steps=100000", "--set", "train.eval_interval=100000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stdout:  # "precision ..." is printed just before the first step
+        if line.startswith("precision"):
+            break
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err
+    assert err.count("\n") == 1 and f"stopped by {sig.name}" in err and "left nothing" in err
+    assert not run.exists()
+
+
 def test_resume_refuses_another_model_and_missing_checkpoints(setup, capsys):
     tmp, recipe = setup
     run = tmp / "run"
