@@ -220,6 +220,36 @@ def test_bad_input_is_one_line_exit_2_and_nothing_overwritten(setup, capsys, mon
         assert not (tmp / d).exists()
 
 
+def test_two_new_runs_never_share_a_directory(setup, capsys, monkeypatch):
+    """Both may pass prepare_run's emptiness check at once; the atomic claim lets one on."""
+    import attnlab.tasks.run as run_mod
+
+    tmp, recipe = setup
+    out = tmp / "shared"
+    out.mkdir()
+    check = run_mod.prepare_run
+
+    def then(name, text):  # another run acts between our check and our claim
+        def prepare(*args, **kwargs):
+            result = check(*args, **kwargs)
+            (out / name).write_text(text)
+            return result
+        return prepare
+
+    monkeypatch.setattr(run_mod, "prepare_run", then(run_mod._CLAIM, ""))
+    refused(capsys, ["train", str(recipe), "--out", str(out)], "is taken by another run")
+    assert [p.name for p in out.iterdir()] == [run_mod._CLAIM]  # its claim left alone
+    (out / run_mod._CLAIM).unlink()
+    monkeypatch.setattr(run_mod, "prepare_run", then("config.json", "{}"))
+    refused(capsys, ["train", str(recipe), "--out", str(out)], "exists and is not empty")
+    assert [p.name for p in out.iterdir()] == ["config.json"]
+    monkeypatch.undo()
+    (out / "config.json").unlink()
+    assert main(["train", str(recipe), "--out", str(out), "--max-steps", "2",
+                 "--no-progress"]) == 0
+    assert not (out / run_mod._CLAIM).exists() and (out / "last").is_dir()
+
+
 def test_sizes_the_data_set_are_checked_not_replaced(setup, capsys):
     tmp, recipe = setup
     # The char tokenizer's vocabulary is the text's: a BPE size for it would be ignored.
@@ -383,7 +413,7 @@ def test_sigterm_and_sighup_stop_a_run_like_ctrl_c(setup, sig):
         if line.startswith("precision"):
             break
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, err
     assert err.count("\n") == 1 and f"stopped by {sig.name}" in err and "left nothing" in err
     assert not run.exists()

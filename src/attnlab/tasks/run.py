@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -154,10 +155,11 @@ def train_run(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool = T
     """
     device = pick_device(cfg.train.device)
     dist = distributed.setup(device.type)
-    created = not run_dir.exists()
+    claimed = created = False
     try:
-        if dist.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
+        if dist.main and not resume:
+            created = _claim(run_dir)
+            claimed = True
         distributed.barrier(dist)
         asked = {name: getattr(cfg.model, name) for name in TASKS[cfg.task].sized_fields
                  if name in cfg.given}
@@ -193,11 +195,39 @@ def train_run(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool = T
             plot_training(run_dir / "metrics.jsonl", run_dir / "loss.png", title=str(run_dir))
         return summary
     except BaseException:  # KeyboardInterrupt too
-        if dist.main and not resume and resolve(run_dir / "last") is None:
+        if claimed and resolve(run_dir / "last") is None:
             _remove_unfinished(run_dir, created)
         raise
     finally:
+        if claimed:
+            (run_dir / _CLAIM).unlink(missing_ok=True)
         distributed.teardown(dist)
+
+
+#: Held in a new run's directory while that run trains (removed when it ends).
+_CLAIM = ".attnlab-claim"
+
+
+def _claim(run_dir: Path) -> bool:
+    """Make `run_dir` this new run's alone; return whether it was created here. Two runs
+    started at once on one directory (the same --out, or default names within one second)
+    would both pass `prepare_run`'s emptiness check and write into it together: creating the
+    claim file is atomic, so exactly one of them goes on."""
+    try:
+        run_dir.mkdir(parents=True)
+        created = True
+    except FileExistsError:
+        created = False
+    try:
+        os.close(os.open(run_dir / _CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except FileExistsError:
+        raise AttnlabError(f"{run_dir} is taken by another run starting in it; give another "
+                           f"--out") from None
+    if any(p.name != _CLAIM for p in run_dir.iterdir()):  # a run that came and went before
+        (run_dir / _CLAIM).unlink()
+        raise AttnlabError(f"{run_dir} exists and is not empty; a new run never writes into it "
+                           f"(use --resume to continue a run there, or another --out)")
+    return created
 
 
 def _continue_records(run_dir: Path, cfg: RunConfig, step: int, log) -> None:
