@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -150,6 +151,18 @@ def test_resume_without_checkpoint_and_finished_run_are_errors(tmp_path):
     t.fit()
     with pytest.raises(AttnlabError, match="already at step 2 of 2"):
         trainer(tmp_path, resume=True, max_steps=2).fit()
+
+
+def test_resume_refuses_weights_of_another_model_with_the_same_shapes(tmp_path):
+    t = trainer(tmp_path, max_steps=2)
+    t.fit()
+    task = ToyTask(0)
+    task.model = GPT(dataclasses.replace(task.model.config, n_heads=4))  # same tensor shapes
+    with pytest.raises(AttnlabError, match=r"holds another model's weights \(n_heads is 2 "
+                                           r"there, 4 here\)"):
+        Trainer(task, tmp_path, config(max_steps=4), dist=Dist(), device=torch.device("cpu"),
+                resume=True, progress=False)
+    trainer(tmp_path, resume=True, max_steps=4).fit()  # its own model resumes
 
 
 def test_fp16_on_cpu_is_refused_and_bf16_autocasts():

@@ -18,6 +18,7 @@ repeated) while a resume needs no RNG state from the other processes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import time
@@ -38,6 +39,15 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     neighbouring (rank, step) pairs give unrelated streams."""
     digest = hashlib.blake2b(f"{seed}/{rank}/{step}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
+
+
+def _model_config(model: nn.Module) -> dict | None:
+    """The model's config as JSON gives it back (checkpoints record it, so that weights of
+    the same shapes from another model, say 2 heads instead of 4, are not resumed)."""
+    config = getattr(model, "config", None)
+    if not dataclasses.is_dataclass(config):
+        return None
+    return json.loads(json.dumps(dataclasses.asdict(config), default=repr))
 
 
 def pick_device(name: str) -> torch.device:
@@ -125,6 +135,13 @@ class Trainer:
             raise AttnlabError(f"--resume: no checkpoint in {self.run_dir} (expected "
                                f"{self.run_dir / 'last'}); start a new run instead")
         state, rng = load_checkpoint(self.run_dir / "last", self.model, self.optimizer)
+        written_by, this = state.get("model"), _model_config(self.model)
+        if written_by is not None and this is not None and written_by != this:
+            key = next(k for k in sorted(set(written_by) | set(this))
+                       if written_by.get(k) != this.get(k))
+            raise AttnlabError(f"{self.run_dir / 'last'} holds another model's weights "
+                               f"({key} is {written_by.get(key)!r} there, {this.get(key)!r} "
+                               f"here); it cannot be resumed as this run")
         self.step, self.best = state["step"], state.get("best_val_loss", float("inf"))
         try:  # without the RNG states the resumed run would draw other batches and dropout
             torch.set_rng_state(rng["torch"])
@@ -138,7 +155,8 @@ class Trainer:
     def save(self, which: str = "last", metrics: dict | None = None) -> None:
         """Checkpoint (main process only); `best` keeps weights and metrics, no optimizer."""
         if self.dist.main:
-            state = {"step": self.step, "best_val_loss": self.best, **(metrics or {})}
+            state = {"step": self.step, "best_val_loss": self.best, **(metrics or {}),
+                     "model": _model_config(self.model)}
             if which == "last":
                 save_checkpoint(self.run_dir / "last", self.model, self.optimizer, state,
                                 self._rng())
