@@ -110,8 +110,7 @@ def prepare_run(recipe: str | None, overrides: list[str], out: Path | None, *,
     if out.exists() and not out.is_dir():
         raise AttnlabError(f"{out} is a file; a run directory goes there (give another --out)")
     if out.exists() and any(out.iterdir()):
-        raise AttnlabError(f"{out} exists and is not empty; a new run never writes into it "
-                           f"(use --resume to continue a run there, or another --out)")
+        raise _not_empty(out)
     return cfg, out
 
 
@@ -225,9 +224,13 @@ def _claim(run_dir: Path) -> bool:
                            f"--out") from None
     if any(p.name != _CLAIM for p in run_dir.iterdir()):  # a run that came and went before
         (run_dir / _CLAIM).unlink()
-        raise AttnlabError(f"{run_dir} exists and is not empty; a new run never writes into it "
-                           f"(use --resume to continue a run there, or another --out)")
+        raise _not_empty(run_dir)
     return created
+
+
+def _not_empty(out: Path) -> AttnlabError:
+    return AttnlabError(f"{out} exists and is not empty; a new run never writes into it (use "
+                        f"--resume to continue a run there, or another --out)")
 
 
 def _continue_records(run_dir: Path, cfg: RunConfig, step: int, log) -> None:
