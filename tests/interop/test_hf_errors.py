@@ -57,10 +57,51 @@ def test_llama_rope_scaling_is_refused_not_ignored():
         gpt_from_hf(config, {})
 
 
-def test_llama_mlp_bias_without_attention_bias_is_refused():
-    config = {"model_type": "llama", "vocab_size": 11, "hidden_size": 16,
-              "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-              "attention_bias": False, "mlp_bias": True}
-    with pytest.raises(AttnlabError, match=r"mlp_bias=True is not supported \(with "
-                                           r"attention_bias=False"):
+LLAMA = {"model_type": "llama", "vocab_size": 11, "hidden_size": 16, "intermediate_size": 32,
+         "num_hidden_layers": 1, "num_attention_heads": 2}
+
+
+@pytest.mark.parametrize("attention_bias, mlp_bias", [(False, True), (True, None)])
+def test_llama_biases_on_attention_or_mlp_alone_are_refused(attention_bias, mlp_bias):
+    # None: an older config without the key, which transformers reads as mlp_bias=False
+    config = {**LLAMA, "attention_bias": attention_bias,
+              **({} if mlp_bias is None else {"mlp_bias": mlp_bias})}
+    with pytest.raises(AttnlabError, match=f"attention_bias={attention_bias} with mlp_bias="
+                                           f"{not attention_bias} is not supported"):
         gpt_from_hf(config, {})
+
+
+def test_a_legacy_rope_scaling_beside_default_rope_parameters_is_refused():
+    config = {**LLAMA, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+              "rope_scaling": {"type": "linear", "factor": 4.0}}
+    with pytest.raises(AttnlabError,
+                       match=r"RoPE scaling 'linear' is not supported \(from rope_scaling\)"):
+        gpt_from_hf(config, {})
+
+
+def test_quantized_checkpoints_are_refused_not_cast(gpt2):
+    config, tensors = gpt2
+    with pytest.raises(AttnlabError, match=r"quantized .*bitsandbytes.*float weights only"):
+        gpt_from_hf({**config, "quantization_config": {"quant_method": "bitsandbytes"}},
+                    tensors)
+    for dtype in (torch.int8, torch.float8_e4m3fn, torch.bool):  # no config says so
+        name = "transformer.h.0.attn.c_attn.weight"
+        q = {**tensors, name: tensors[name].to(dtype)}
+        with pytest.raises(AttnlabError, match=f"'{name}' is {str(dtype)[6:]}: quantized"):
+            gpt_from_hf(config, q)
+
+
+def test_run_weights_of_another_dtype_kind_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from attnlab.models import GPT, GPTConfig
+    from attnlab.train.checkpoint import load_model_weights
+
+    model = GPT(GPTConfig(vocab_size=11, d_model=16, n_heads=2, n_layers=1, max_len=8))
+    state = {k: v.clone() for k, v in model.state_dict().items() if k != "head.weight"}
+    state["stack.blocks.0.ffn.fc1.weight"] = state["stack.blocks.0.ffn.fc1.weight"].to(
+        torch.int8)
+    save_file(state, str(tmp_path / "w.safetensors"))
+    with pytest.raises(AttnlabError, match=r"'stack\.blocks\.0\.ffn\.fc1\.weight' is "
+                                           r"torch\.int8, the model expects torch\.float32"):
+        load_model_weights(model, tmp_path / "w.safetensors")

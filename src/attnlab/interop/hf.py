@@ -97,6 +97,16 @@ def _activation(name: str) -> str:
     return _FROM_HF_ACT[name]
 
 
+def _refuse_quantized(config: dict) -> None:
+    """A quantized checkpoint's tensors are integers with scales beside them: casting them
+    to float, as a float checkpoint's are, would give garbage weights."""
+    q = config.get("quantization_config")
+    if q:
+        method = q.get("quant_method", "?") if isinstance(q, dict) else "?"
+        raise AttnlabError(f"the checkpoint is quantized (quantization_config: {method}); "
+                           f"attnlab reads float weights only")
+
+
 def _refuse(config: dict, key: str, default, why: str) -> None:
     """A setting attnlab does not implement must keep its default, or the load is refused."""
     if config.get(key, default) != default:
@@ -104,10 +114,13 @@ def _refuse(config: dict, key: str, default, why: str) -> None:
 
 
 def _rope_theta(config: dict) -> float:
+    # Both keys are read (transformers honours a legacy `rope_scaling` beside a default
+    # `rope_parameters`), so that neither can hide a scaling attnlab does not apply.
+    for key in ("rope_parameters", "rope_scaling"):
+        kind = (config.get(key) or {}).get("rope_type", (config.get(key) or {}).get("type"))
+        if kind not in ("default", None):
+            raise AttnlabError(f"RoPE scaling '{kind}' is not supported (from {key})")
     params = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    if params.get("rope_type", params.get("type", "default")) not in ("default", None):
-        raise AttnlabError(f"RoPE scaling '{params.get('rope_type', params.get('type'))}' is "
-                           f"not supported")
     return float(params.get("rope_theta", config.get("rope_theta", 10000.0)))
 
 
@@ -135,9 +148,12 @@ def llama_config(config: dict) -> GPTConfig:
     if config.get("hidden_act", "silu") != "silu":
         raise AttnlabError(f"activation '{config['hidden_act']}' is not supported (silu only)")
     bias = bool(config.get("attention_bias", False))
-    # attnlab's `bias` switches the biases of attention and MLP together
-    _refuse(config, "mlp_bias", bias, f"with attention_bias={bias}: attnlab's `bias` puts "
-                                      f"biases on both or neither")
+    # attnlab's `bias` switches the biases of attention and MLP together; transformers'
+    # default for a missing mlp_bias is False
+    if bool(config.get("mlp_bias", False)) != bias:
+        raise AttnlabError(f"attention_bias={bias} with mlp_bias="
+                           f"{bool(config.get('mlp_bias', False))} is not supported (attnlab's "
+                           f"`bias` puts biases on both attention and MLP, or on neither)")
     kv = config.get("num_key_value_heads") or heads
     return GPTConfig(vocab_size=_get(config, "vocab_size"), d_model=d, n_heads=heads,
                      n_kv_heads=kv if kv != heads else None,
@@ -326,6 +342,10 @@ def _take(tensors: dict[str, Tensor], name: str, shape: tuple[int, ...]) -> Tens
     if name not in tensors:
         raise AttnlabError(f"the checkpoint has no tensor '{name}'")
     t = tensors[name]
+    if not t.is_floating_point() or t.element_size() < 2:  # int8, fp8, bool: scaled elsewhere
+        raise AttnlabError(f"tensor '{name}' is {str(t.dtype).removeprefix('torch.')}: "
+                           f"quantized weights are not supported; give float16, bfloat16 or "
+                           f"float32 weights")
     if tuple(t.shape) != tuple(shape):
         raise AttnlabError(f"tensor '{name}' has shape {tuple(t.shape)}, the config implies "
                            f"{tuple(shape)}")
@@ -383,6 +403,7 @@ def gpt_from_hf(config: dict, tensors: dict[str, Tensor]) -> GPT:
         The model (in training mode, as a fresh nn.Module; call `.eval()` for inference).
     """
     kind = config.get("model_type")
+    _refuse_quantized(config)
     if kind not in GPT_FAMILIES:
         hint = " (an encoder: use encoder_from_hf)" if kind in ENCODER_FAMILIES else ""
         raise AttnlabError(f"model_type '{kind}' is not a supported causal LM{hint}; "
@@ -414,6 +435,7 @@ def encoder_from_hf(config: dict, tensors: dict[str, Tensor], *,
         The model (in training mode; call `.eval()` for inference).
     """
     kind = config.get("model_type")
+    _refuse_quantized(config)
     if kind not in ENCODER_FAMILIES:
         hint = " (a causal LM: use gpt_from_hf)" if kind in GPT_FAMILIES else ""
         raise AttnlabError(f"model_type '{kind}' is not a supported encoder{hint}; "
@@ -435,6 +457,7 @@ def model_from_hf(config: dict, tensors: dict[str, Tensor]) -> GPT | Encoder:
         tensors: the HF state dict.
     """
     kind = config.get("model_type")
+    _refuse_quantized(config)
     if kind in ENCODER_FAMILIES:
         return encoder_from_hf(config, tensors)
     if kind in GPT_FAMILIES:

@@ -52,6 +52,9 @@ def load_model_weights(model: nn.Module, path: Path) -> None:
             f" unexpected {unexpected[:3]}" if unexpected else "")
         raise AttnlabError(f"{path} does not hold this model's weights: {what.strip()}")
     for name, t in tensors.items():
+        if t.is_floating_point() != expected[name].is_floating_point():  # int8 weights, ...
+            raise AttnlabError(f"{path}: tensor '{name}' is {t.dtype}, the model expects "
+                               f"{expected[name].dtype}")
         lazy = expected[name].numel() == 0  # a buffer drawn at first use (performer's features)
         if t.shape != expected[name].shape and not lazy:
             raise AttnlabError(f"{path}: tensor '{name}' has shape {tuple(t.shape)}, the model "
