@@ -148,3 +148,15 @@ def test_inference_cache_writes_into_buffers_and_equals_the_autograd_path():
     assert caches[False].k.data_ptr() == caches[False]._buffers[0].data_ptr()  # a view
     caches[False].reorder(torch.tensor([1, 0]))
     assert caches[False]._buffers is None and torch.equal(caches[False].k[0], caches[True].k[1])
+
+
+def test_one_context_width_for_keys_and_values():
+    from attnlab.attention import MultiHeadAttention
+    from attnlab.errors import ConfigError
+
+    mha = MultiHeadAttention(16, 2, kdim=5)  # the value projection takes the same width
+    x, context = torch.randn(2, 3, 16), torch.randn(2, 4, 5)
+    assert mha(x, context=context)[0].shape == (2, 3, 16)
+    with pytest.raises(ConfigError, match="kdim 5 != vdim 7: keys and values are projected "
+                                          "from the same context"):
+        MultiHeadAttention(16, 2, kdim=5, vdim=7)

@@ -201,3 +201,14 @@ def test_declared_shift_variant_really_moves_with_padding(name):
     options = {"mode": "p", "head_dim": 8} if name == "luong-local" else {}
     alone, padded = left_padded(name, causal=available()[name].causal, **options)
     assert not torch.allclose(alone, padded, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", [n for n in MECHANISMS if available()[n].padding_mask])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.long, torch.uint8])
+def test_a_non_bool_padding_mask_is_refused_not_read_as_a_bias(name, dtype):
+    """SDPA reads a float mask as scores to add: 0/1 would then mask nothing."""
+    q, k, v = qkv()
+    mask = torch.ones(2, 10, dtype=dtype)
+    mask[0, 7:] = 0
+    with pytest.raises(ValueError, match=f"key_padding_mask must be bool .*got {dtype}"):
+        make(name)(q, k, v, key_padding_mask=mask)

@@ -266,3 +266,20 @@ def test_negative_positions_are_an_error_not_a_wraparound():
         LearnedPositional(4, 8).embed(torch.zeros(1, 2, 4), positions=torch.tensor([[-1, 0]]))
     with pytest.raises(AttnlabError, match="positions must be >= 0"):
         RotaryPositional(4).rotate(torch.zeros(1, 1, 1, 4), positions=torch.tensor([[-1]]))
+
+
+def test_float64_models_get_float64_angles_far_from_the_start():
+    """At position 20,000 float32 angles are off by ~1e-4; a float64 model gets exact ones."""
+    start, T, dim = 20_000, 5, 16
+    pos = torch.arange(start, start + T, dtype=torch.float64)
+    x = torch.randn(1, 2, T, dim, dtype=torch.float64)
+    inv = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    angles = torch.cat([pos[:, None] * inv, pos[:, None] * inv], dim=-1)  # rotate-half layout
+    half = torch.cat([-x[..., dim // 2:], x[..., :dim // 2]], dim=-1)
+    expected = x * angles.cos() + half * angles.sin()
+    assert torch.allclose(RotaryPositional(dim).rotate(x, start), expected, atol=1e-12)
+    table = torch.stack([(pos[:, None] * inv).sin(), (pos[:, None] * inv).cos()], -1).flatten(1)
+    zeros = torch.zeros(1, T, dim, dtype=torch.float64)
+    assert torch.allclose(SinusoidalPositional(dim).embed(zeros, start)[0], table, atol=1e-12)
+    # float32 models keep float32 angles (pretrained models' outputs stay equal to HF's)
+    assert RotaryPositional(dim).rotate(x.float(), start).dtype == torch.float32

@@ -153,6 +153,9 @@ class Attention(nn.Module, ABC):
             if key_padding_mask.shape != (k.shape[0], k.shape[2]):
                 raise ValueError(f"key_padding_mask must be (B, Tk) = {(k.shape[0], k.shape[2])}"
                                  f", got {tuple(key_padding_mask.shape)}")
+            if key_padding_mask.dtype != torch.bool:  # a float 0/1 mask would be a score bias
+                raise ValueError(f"key_padding_mask must be bool (True = a real key), got "
+                                 f"{key_padding_mask.dtype}")
         if q.shape[2] != k.shape[2] and not (self.capabilities.cross or
                                              self.capabilities.kv_cache):
             self.require("cross", f"queries and keys of different lengths ({q.shape[2]} vs "

@@ -36,7 +36,8 @@ class MultiHeadAttention(nn.Module):
             queries and keys (`shares_qk`, e.g. lsh's shared QK) gets no `k_proj` (None): its
             keys are the projected queries, and it attends within `x` only.
         attention_options: options for `build(attention, ...)` when a name is given.
-        kdim, vdim: widths of the context for keys and values (cross-attention); default d_model.
+        kdim, vdim: the width of the context keys and values are projected from (cross-
+            attention); one context, so one width: give either; default d_model.
         bias: projections have biases.
     """
 
@@ -65,6 +66,11 @@ class MultiHeadAttention(nn.Module):
             attention = build(attention, **(attention_options or {}))
         elif attention_options:
             raise ConfigError("attention_options go with an attention name, not an instance")
+        if kdim is not None and vdim is not None and kdim != vdim:
+            # unlike nn.MultiheadAttention there is one context, the source of keys and values
+            raise ConfigError(f"kdim {kdim} != vdim {vdim}: keys and values are projected from "
+                              f"the same context, so they have one width (give kdim alone)")
+        vdim = kdim if vdim is None else vdim
         if attention.shares_qk and (kdim or d_model) != d_model:
             raise ConfigError(f"attention '{attention.name}' shares queries and keys, so it has "
                               f"no key projection from a context of width kdim={kdim}")

@@ -49,10 +49,18 @@ class NoPositional(PositionalEncoding):
     """No position information: the model is a set function (permutation equivariant)."""
 
 
-def sinusoid_table(positions: Tensor, dim: int) -> Tensor:
-    """(T, dim) table: PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(same)."""
-    inv_freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(1e4) / dim))
-    angles = positions.float()[:, None] * inv_freq[None, :]  # (T, ceil(dim/2))
+def angle_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The precision positional angles are computed in: float64 for a float64 model (whose
+    float32 angles would be off by ~1e-4 at position 20,000), else float32 (as other
+    implementations do, which keeps pretrained models' outputs equal to theirs)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def sinusoid_table(positions: Tensor, dim: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """(T, dim) table: PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(same), computed
+    in `dtype`."""
+    inv_freq = torch.exp(torch.arange(0, dim, 2, dtype=dtype) * (-math.log(1e4) / dim))
+    angles = positions.to(dtype)[:, None] * inv_freq[None, :]  # (T, ceil(dim/2))
     table = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)  # interleave sin, cos
     return table[:, :dim]
 
@@ -68,7 +76,8 @@ class SinusoidalPositional(PositionalEncoding):
 
     def embed(self, x: Tensor, start: int = 0, positions: Tensor | None = None) -> Tensor:
         pos = token_positions(x.shape[1], start, positions, x.device)  # (T,) or (B, T)
-        table = sinusoid_table(pos.flatten(), self.d_model).view(*pos.shape, self.d_model)
+        table = sinusoid_table(pos.flatten(), self.d_model, angle_dtype(x.dtype))
+        table = table.view(*pos.shape, self.d_model)
         return x + table.to(device=x.device, dtype=x.dtype)
 
 
@@ -121,22 +130,25 @@ class RotaryPositional(PositionalEncoding):
         if not theta > 0:
             raise ConfigError(f"rope_theta must be > 0, got {theta}")
         self.head_dim, self.theta = head_dim, theta
-        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
         self._cos = self._sin = None
 
-    def _tables(self, end: int, device) -> tuple[Tensor, Tensor]:
-        if self._cos is None or self._cos.shape[0] < end or self._cos.device != device:
+    def _tables(self, end: int, device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """cos and sin of the angles of positions [0, n >= end), computed in `dtype` (see
+        `angle_dtype`) and kept until a longer, other-device or other-precision call."""
+        if (self._cos is None or self._cos.shape[0] < end or self._cos.device != device
+                or self._cos.dtype != dtype):
             n = max(end, 2 * (0 if self._cos is None else self._cos.shape[0]), 256)
-            t = torch.arange(n, device=device, dtype=torch.float32)
-            freqs = torch.outer(t, self.inv_freq.to(device))  # (n, Dh/2)
+            inv_freq = 1.0 / self.theta ** (
+                torch.arange(0, self.head_dim, 2, device=device, dtype=dtype) / self.head_dim)
+            freqs = torch.outer(torch.arange(n, device=device, dtype=dtype), inv_freq)
             emb = torch.cat([freqs, freqs], dim=-1)  # (n, Dh)
             self._cos, self._sin = emb.cos(), emb.sin()
         return self._cos, self._sin
 
     def rotate(self, x: Tensor, start: int = 0, positions: Tensor | None = None) -> Tensor:
         pos = token_positions(x.shape[-2], start, positions, x.device)  # (T,) or (B, T)
-        cos, sin = self._tables(int(pos.max()) + 1 if pos.numel() else 1, x.device)
+        cos, sin = self._tables(int(pos.max()) + 1 if pos.numel() else 1, x.device,
+                                angle_dtype(x.dtype))
         cos, sin = cos[pos].to(x.dtype), sin[pos].to(x.dtype)  # (T, Dh) or (B, T, Dh)
         if pos.dim() == 2:  # per-row positions broadcast over the heads of (B, H, T, Dh)
             cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
