@@ -381,6 +381,20 @@ def test_eos_ends_its_row_only_and_all_done_ends_early():
     assert counter.calls == k + 1  # prefill + k steps, not max_new_tokens
 
 
+def test_several_eos_ids_end_a_row_at_the_first_of_any():
+    model = tiny_gpt(max_len=64)
+    ref = generate(model, PROMPTS, temperature=0, max_new_tokens=20)[0]
+    a, b = ref[6], ref[3]  # b comes first
+    first = min(ref.index(a), ref.index(b))
+    for eos in ([a, b], (b, a)):
+        assert generate(model, PROMPTS[:1], temperature=0, max_new_tokens=20,
+                        eos_id=eos) == [ref[:first + 1]]
+    assert GenerationConfig(eos_id=[7]).eos_id == 7 and GenerationConfig().eos_ids == set()
+    for bad in ([], [1, -2], [1.5], "3"):
+        with pytest.raises(ConfigError, match="eos_id must be a token id >= 0, a list"):
+            GenerationConfig(eos_id=bad)
+
+
 def test_on_token_streams_each_token_as_produced():
     model = tiny_gpt()
     counter = Counter(model)

@@ -365,8 +365,7 @@ def cmd_generate(args) -> int:
                    repetition_penalty=(1.0 if args.repetition_penalty is None
                                        else args.repetition_penalty),
                    seed=args.seed, stop=tuple(unescape(s) for s in args.stop),
-                   # a chat model ends its answer with eos (<|im_end|> for SmolLM2)
-                   eos_id=getattr(tokenizer, "eos_id", None))
+                   eos_id=_eos_ids(tokenizer))
     if args.no_stream:
         print(shown + generate_text(model, tokenizer, prompt, **options))
         return 0
@@ -375,6 +374,17 @@ def cmd_generate(args) -> int:
     stream.write("")
     sys.stdout.write("\n")
     return 0
+
+
+def _eos_ids(tokenizer) -> tuple[int, ...] | None:
+    """Where a row ends: the model's eos ids (as transformers' generate stops at them) and a
+    chat template's end-of-answer token (<|im_end|> for SmolLM2); None for attnlab's own
+    tokenizers, which have no eos."""
+    ids = list(getattr(tokenizer, "eos_ids", ()))
+    chat_eos = getattr(tokenizer, "eos_id", None)
+    if chat_eos is not None and chat_eos not in ids:
+        ids.append(chat_eos)
+    return tuple(ids) or None
 
 
 def cmd_icl(args) -> int:

@@ -53,7 +53,7 @@ class GenerationConfig:
         repetition_penalty: CTRL-style penalty (> 1 discourages) on every token already in the
             row, prompt included: positive logits are divided by it, negative ones multiplied.
         seed: seeds the sampling; None draws a fresh nondeterministic seed.
-        eos_id: a row ends after producing this token.
+        eos_id: a row ends after producing this token (or any of these tokens).
         stop: stop strings; a row ends once its decoded text contains one (`generate_text`
             only: `generate` works on token ids and ignores them).
         use_cache: KV-cached decoding; False recomputes the whole sequence every step.
@@ -70,7 +70,7 @@ class GenerationConfig:
     top_p: float | None = None
     repetition_penalty: float = 1.0
     seed: int | None = None
-    eos_id: int | None = None
+    eos_id: int | tuple[int, ...] | None = None
     stop: tuple[str, ...] = ()
     use_cache: bool = True
     decoder: str = "auto"
@@ -99,8 +99,13 @@ class GenerationConfig:
                               f"{self.repetition_penalty!r}")
         if self.seed is not None and not is_int(self.seed):
             raise ConfigError(f"seed must be an integer or None, got {self.seed!r}")
-        if self.eos_id is not None and (not is_int(self.eos_id) or self.eos_id < 0):
-            raise ConfigError(f"eos_id must be a token id >= 0 or None, got {self.eos_id!r}")
+        if self.eos_id is not None:
+            ids = (self.eos_id,) if is_int(self.eos_id) else self.eos_id
+            if (not isinstance(ids, (list, tuple)) or not ids
+                    or not all(is_int(i) and i >= 0 for i in ids)):
+                raise ConfigError(f"eos_id must be a token id >= 0, a list of them, or None, "
+                                  f"got {self.eos_id!r}")
+            self.eos_id = ids[0] if len(ids) == 1 else tuple(ids)
         # A bare string would otherwise be iterated into one stop string per character.
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
         if not all(isinstance(s, str) and s for s in stop):
@@ -116,6 +121,13 @@ class GenerationConfig:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @property
+    def eos_ids(self) -> frozenset[int]:
+        """The ids that end a row (empty without `eos_id`)."""
+        if self.eos_id is None:
+            return frozenset()
+        return frozenset((self.eos_id,) if isinstance(self.eos_id, int) else self.eos_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,8 +354,9 @@ def _generate(
         if len(row) > max_len:
             raise AttnlabError(f"prompt has {len(row)} tokens but the model's context is "
                                f"{max_len}; shorten it{where}")
-    if config.eos_id is not None and config.eos_id >= vocab:
-        raise ConfigError(f"eos_id {config.eos_id} is not a token of this model (vocabulary "
+    outside = sorted(i for i in config.eos_ids if i >= vocab)
+    if outside:
+        raise ConfigError(f"eos_id {outside[0]} is not a token of this model (vocabulary "
                           f"{vocab})")
     if not rows or config.max_new_tokens == 0:
         return [[] for _ in rows]
@@ -423,6 +436,7 @@ def _decode(model, rows, config, on_token, finished) -> list[list[int]]:
         generators = [torch.Generator().manual_seed((base + b) % 2**64) for b in range(B)]
 
     done = [False] * B
+    eos = config.eos_ids
     rows_index = torch.arange(B, device=device)
     # Every module's own mode, restored after: a model may hold submodules in another mode
     # than its top (a frozen, eval-mode encoder inside a training model).
@@ -446,7 +460,7 @@ def _decode(model, rows, config, on_token, finished) -> list[list[int]]:
                     out[b].append(t)
                     if on_token is not None:
                         on_token(b, t)
-                    if t == config.eos_id or (finished is not None and finished(b, out[b])):
+                    if t in eos or (finished is not None and finished(b, out[b])):
                         done[b] = True
                 if all(done) or step == config.max_new_tokens - 1:
                     break
@@ -575,13 +589,13 @@ def generate_text(
         raise AttnlabError(f"tokenizer must have encode(text) and decode(ids), got "
                            f"{type(tokenizer).__name__}")
     rows = [list(tokenizer.encode(p)) for p in prompts]
-    eos, stops = config.eos_id, config.stop
+    eos, stops = config.eos_ids, config.stop
     hold = max((len(s) for s in stops), default=1) - 1
     written = 0
 
     def text_of(ids: list[int]) -> tuple[str, bool]:
         """Decoded continuation (eos dropped), cut before the first stop; whether it stopped."""
-        if ids and ids[-1] == eos:
+        if ids and ids[-1] in eos:
             ids = ids[:-1]
         text = tokenizer.decode(ids)
         cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)

@@ -160,6 +160,33 @@ def test_convert_hf_to_attnlab_gives_a_run_that_generate_reads(tmp_path, bpe, ca
     assert "--beam is for translation / summarization runs" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("where", ["generation_config.json", "config.json"])
+def test_generate_stops_at_the_models_eos_as_hf_generate_does(tmp_path, bpe, capsys, where):
+    """GPT-2 would otherwise run straight past <|endoftext|>."""
+    hf = hf_gpt2(vocab=bpe.vocab_size).eval()
+    prompt = bpe.encode("the cat")
+    with torch.no_grad():
+        free = hf.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
+                           eos_token_id=None, pad_token_id=0)[0, len(prompt):].tolist()
+    eos = free[3]  # the 4th greedy token ends the answer; a list: any of them does
+    src = hf_folder(tmp_path, hf, bpe.to_json())
+    for name in ("generation_config.json", "config.json"):
+        path = src / name
+        if path.is_file():
+            cfg = json.loads(path.read_text())
+            cfg["eos_token_id"] = [eos, bpe.vocab_size - 1] if name == where else None
+            path.write_text(json.dumps(cfg))
+    with torch.no_grad():
+        theirs = hf.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
+                             eos_token_id=[eos, bpe.vocab_size - 1], pad_token_id=0)
+    answer = theirs[0, len(prompt):].tolist()
+    assert answer[-1] == eos and len(answer) == free.index(eos) + 1
+    capsys.readouterr()
+    assert run("generate", src, "--prompt", "the cat", "--temperature", "0",
+               "--max-new-tokens", "12", "--no-stream") == 0
+    assert capsys.readouterr().out == "the cat" + bpe.decode(answer[:-1]) + "\n"
+
+
 def test_convert_round_trip_gives_back_equal_tensors_and_tokenizer(tmp_path, bpe):
     hf = hf_gpt2(vocab=bpe.vocab_size, tie=False)
     src = hf_folder(tmp_path, hf, bpe.to_json())

@@ -30,7 +30,13 @@ from torch import Tensor
 from attnlab.data.tokenizers import CharTokenizer, load_tokenizer
 from attnlab.errors import AttnlabError, did_you_mean
 from attnlab.files import atomic_write, fsync_dir, save_safetensors
-from attnlab.interop.gguf import ChatTemplate, ChatTokenizer, load_gguf, read_gguf_model
+from attnlab.interop.gguf import (
+    ChatTemplate,
+    ChatTokenizer,
+    load_gguf,
+    read_gguf_model,
+    token_ids,
+)
 from attnlab.interop.hf import model_from_hf, model_to_hf
 from attnlab.interop.sources import MODEL_SOURCES, fetch_model
 from attnlab.interop.tokenizer import HFTokenizer
@@ -130,8 +136,21 @@ def _hf_tokenizer(folder: Path) -> HFTokenizer | None:
     max_length = None
     if (folder / "sentence_bert_config.json").is_file():
         max_length = _read_json(folder / "sentence_bert_config.json").get("max_seq_length")
-    return _with_chat(folder, HFTokenizer.from_file(folder / "tokenizer.json",
-                                                     max_length=max_length))
+    tokenizer = _with_chat(folder, HFTokenizer.from_file(folder / "tokenizer.json",
+                                                          max_length=max_length))
+    tokenizer.eos_ids = _model_eos(folder)
+    return tokenizer
+
+
+def _model_eos(folder: Path) -> tuple[int, ...]:
+    """The eos ids transformers' `generate` stops at: generation_config.json's, else
+    config.json's."""
+    for name in ("generation_config.json", "config.json"):
+        if (folder / name).is_file():
+            ids = token_ids(_read_json(folder / name).get("eos_token_id"))
+            if ids:
+                return ids
+    return ()
 
 
 def _with_chat(folder: Path, tokenizer: HFTokenizer) -> HFTokenizer:

@@ -211,6 +211,12 @@ def _hf_name(name: str) -> str:
 # Tokenizer and chat template
 
 
+def token_ids(value) -> tuple[int, ...]:
+    """An eos_token_id as configs write it (an id, a list of ids, or None) as a tuple."""
+    values = value if isinstance(value, list) else [value]
+    return tuple(v for v in values if isinstance(v, int) and not isinstance(v, bool))
+
+
 class ChatTokenizer(HFTokenizer):
     """An `HFTokenizer` that also knows its model's chat format (`chat`, or None) and the
     token that ends an answer (`eos_id`).
@@ -403,7 +409,9 @@ def read_gguf_model(path: str | Path) -> GGUFModel:
     reader = read_gguf(path)
     meta = gguf_metadata(reader)
     config = hf_config(meta, {t.name for t in reader.tensors})
-    return GGUFModel(config, hf_tensors(reader, config), gguf_tokenizer(meta))
+    tokenizer = gguf_tokenizer(meta)
+    tokenizer.eos_ids = token_ids(config.get("eos_token_id"))
+    return GGUFModel(config, hf_tensors(reader, config), tokenizer)
 
 
 def load_gguf(path: str | Path) -> tuple[GPT, ChatTokenizer]:

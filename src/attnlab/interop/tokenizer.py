@@ -29,9 +29,15 @@ class HFTokenizer:
             included), or None; `batch` truncates to it by default.
         source: the file's JSON text, written back unchanged by `save` (default: the
             tokenizer's own serialization).
+
+    Attributes:
+        eos_ids: the model's end-of-sequence ids, where its folder or file names them
+            (generation_config.json / config.json, GGUF metadata); `attnlab generate` stops a
+            row there, as transformers' `generate` does. Empty when unknown.
     """
 
     kind = "hf"
+    eos_ids: tuple[int, ...] = ()
 
     def __init__(self, tokenizer: _HFTokenizer, *, max_length: int | None = None,
                  source: str | None = None):
