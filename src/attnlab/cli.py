@@ -313,8 +313,7 @@ def load_lm(source: Path, checkpoint: str = "best", command: str = "generate"):
             raise AttnlabError(f"{source} holds a {cfg.task} model; {command} needs a "
                                f"language model (task lm)")
         # a run converted from a chat model keeps its chat template in tokenizer_config.json
-        config = source / "tokenizer_config.json"
-        chat = ChatTemplate.from_tokenizer_config(config) if config.is_file() else None
+        chat = ChatTemplate.from_folder(source)
         if chat is not None:
             tokenizer = ChatTokenizer.from_file(source / "tokenizer.json")
             tokenizer.chat = chat

@@ -364,3 +364,33 @@ def test_tokenizer_file_padding_is_switched_off_but_saved_back(tmp_path):
     assert ids.shape == (2, 4) and mask.sum().item() == 7
     tok.save(tmp_path / "tokenizer.json")
     assert (tmp_path / "tokenizer.json").read_text() == text
+
+
+# A template that leans on what transformers gives templates: tojson as written (key order,
+# no HTML escapes) and strftime_now.
+TOOLS_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+                  "{{ {'b': 'é <tag> & x', 'a': [1, 2]} | tojson }}"
+                  "{{ strftime_now('%Y') }}{% if add_generation_prompt %}<assistant>"
+                  "{% endif %}")
+
+
+def test_chat_template_jinja_files_and_template_helpers_equal_transformers(tmp_path, bpe):
+    import datetime
+
+    from transformers import PreTrainedTokenizerFast
+
+    src = hf_folder(tmp_path, hf_gpt2(vocab=bpe.vocab_size), bpe.to_json())
+    (src / "tokenizer_config.json").write_text(json.dumps({"eos_token": "!"}))
+    (src / "chat_template.jinja").write_text(TOOLS_TEMPLATE)  # recent transformers save here
+    _, tokenizer = load_pretrained(src)
+    theirs = PreTrainedTokenizerFast(tokenizer_file=str(src / "tokenizer.json"),
+                                     chat_template=TOOLS_TEMPLATE)
+    messages = [{"role": "user", "content": "hi <b>"}]
+    ours = tokenizer.chat_prompt(messages)
+    assert ours == theirs.apply_chat_template(messages, tokenize=False,
+                                              add_generation_prompt=True)
+    assert '{"b": "é <tag> & x", "a": [1, 2]}' in ours and str(datetime.date.today().year) in ours
+    assert tokenizer.chat.eos_token == "!"
+    out = tmp_path / "run"  # convert keeps the template (in the run's tokenizer_config.json)
+    assert run("convert", src, "--out", out) == 0
+    assert load_pretrained(out)[1].chat_prompt(messages) == ours

@@ -156,8 +156,7 @@ def _model_eos(folder: Path) -> tuple[int, ...]:
 def _with_chat(folder: Path, tokenizer: HFTokenizer) -> HFTokenizer:
     """`tokenizer` as a ChatTokenizer when the folder's tokenizer_config.json has a chat
     template (HF folders and run directories converted from GGUF or HF keep it there)."""
-    config = folder / "tokenizer_config.json"
-    chat = ChatTemplate.from_tokenizer_config(config) if config.is_file() else None
+    chat = ChatTemplate.from_folder(folder)
     if chat is None:
         return tokenizer
     return ChatTokenizer(tokenizer.hf, chat=chat, max_length=tokenizer.max_length,

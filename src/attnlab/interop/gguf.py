@@ -31,6 +31,7 @@ A file is only ever parsed, never executed or unpickled.
 
 from __future__ import annotations
 
+import datetime
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,6 +289,13 @@ def gguf_tokenizer(meta: dict) -> ChatTokenizer:
     return ChatTokenizer(tok, chat=gguf_chat_template(meta))
 
 
+def _template_json(value, ensure_ascii: bool = False, indent: int | None = None,
+                   separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+    """The `tojson` filter chat templates are written against."""
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                      sort_keys=sort_keys)
+
+
 @dataclass(frozen=True)
 class ChatTemplate:
     """A model's chat format: the Jinja2 template that turns messages into its prompt text,
@@ -326,6 +334,10 @@ class ChatTemplate:
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
                                             extensions=["jinja2.ext.loopcontrols"])
         env.globals["raise_exception"] = raise_exception
+        # What templates expect of transformers: JSON as written (keys in order, no HTML
+        # escapes; jinja's own tojson sorts keys and escapes <, > and &), and today's date.
+        env.filters["tojson"] = _template_json
+        env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
         try:
             return env.from_string(self.template).render(
                 messages=messages, add_generation_prompt=add_generation_prompt,
@@ -339,17 +351,42 @@ class ChatTemplate:
                 "eos_token": self.eos_token}
 
     @classmethod
-    def from_tokenizer_config(cls, path: str | Path) -> ChatTemplate | None:
+    def from_folder(cls, folder: str | Path) -> ChatTemplate | None:
+        """The template of a Hugging Face folder (None when it has none): chat_template.jinja,
+        where recent transformers save it, else tokenizer_config.json's "chat_template"; the
+        bos / eos tokens from tokenizer_config.json.
+
+        Args:
+            folder: the model folder (or run directory).
+        """
+        folder = Path(folder)
+        jinja, config = folder / "chat_template.jinja", folder / "tokenizer_config.json"
+        template = None
+        if jinja.is_file():
+            try:
+                template = jinja.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise AttnlabError(f"cannot read {jinja} ({e})") from None
+        if config.is_file():
+            return cls.from_tokenizer_config(config, template=template)
+        return None if template is None else cls(template)
+
+    @classmethod
+    def from_tokenizer_config(cls, path: str | Path,
+                              template: str | None = None) -> ChatTemplate | None:
         """The template of a tokenizer_config.json (None when it has none).
 
         Args:
             path: the tokenizer_config.json file.
+            template: a template from elsewhere (chat_template.jinja), which wins over the
+                file's; its bos / eos tokens still come from the file.
         """
         try:
             config = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as e:
             raise AttnlabError(f"{path} is not readable JSON ({e})") from None
-        template = config.get("chat_template") if isinstance(config, dict) else None
+        if template is None:
+            template = config.get("chat_template") if isinstance(config, dict) else None
         if isinstance(template, list):  # several named templates: the default one
             template = next((t.get("template") for t in template
                              if isinstance(t, dict) and t.get("name") == "default"), None)
