@@ -205,3 +205,21 @@ def test_viz_reads_a_gguf_file_and_a_model_name(smollm, home, monkeypatch, tmp_p
     assert main(["viz", str(path), "--text", text, "--out", str(png), "--layer", "30",
                  "--force"]) == 2
     assert "layer" in capsys.readouterr().err
+
+
+def test_control_and_user_defined_tokens_are_matched_whole():
+    """llama.cpp and transformers keep a user-defined token (type 4, <think>) whole, like a
+    control token (type 3), and decode gives it back; plain text around them is BPE."""
+    from tokenizers import pre_tokenizers
+
+    from attnlab.interop.gguf import gguf_tokenizer
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()  # the 256 byte symbols of byte-level BPE
+    tokens = [*sorted(alphabet), "ab", "<think>", "<|im_start|>"]
+    meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "gpt2",
+            "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.merges": ["a b"],
+            "tokenizer.ggml.token_type": [1] * 257 + [4, 3]}
+    tok = gguf_tokenizer(meta)
+    ids = tok.encode("ab<think>b<|im_start|>")
+    assert ids == [256, 257, tokens.index("b"), 258]
+    assert tok.decode(ids) == "ab<think>b<|im_start|>"

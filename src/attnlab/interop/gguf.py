@@ -254,8 +254,9 @@ class ChatTokenizer(HFTokenizer):
 def gguf_tokenizer(meta: dict) -> ChatTokenizer:
     """The file's tokenizer as a `tokenizers` byte-level BPE.
 
-    Control tokens (token type 3, e.g. <|im_start|>) are added as special tokens, so that they
-    are matched whole in text and kept by `decode`, as llama.cpp and transformers do. A bos
+    Control tokens (token type 3, e.g. <|im_start|>) are added as special tokens and
+    user-defined ones (type 4, e.g. <think>) as plain added tokens, so that both are matched
+    whole in text and kept by `decode`, as llama.cpp and transformers do. A bos
     token is prepended only when `tokenizer.ggml.add_bos_token` says so.
 
     Args:
@@ -281,6 +282,9 @@ def gguf_tokenizer(meta: dict) -> ChatTokenizer:
     types = list(meta.get("tokenizer.ggml.token_type") or [])
     tok.add_special_tokens([AddedToken(t, normalized=False, special=True)
                             for t, kind in zip(tokens, types, strict=False) if kind == 3])
+    # User-defined tokens (type 4, e.g. <think>) are matched whole too, but are text
+    tok.add_tokens([AddedToken(t, normalized=False, special=False)
+                    for t, kind in zip(tokens, types, strict=False) if kind == 4])
     bos = meta.get("tokenizer.ggml.bos_token_id")
     if meta.get("tokenizer.ggml.add_bos_token", False) and bos is not None:
         tok.post_processor = processors.TemplateProcessing(
