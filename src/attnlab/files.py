@@ -28,7 +28,7 @@ def atomic_write(path: Path, content: bytes | str | Callable[[BinaryIO], object]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from others
+        os.fchmod(fd, umask_mode())  # mkstemp's 0600 would hide the file from others
         with os.fdopen(fd, "wb") as f:
             if isinstance(content, str):
                 f.write(content.encode("utf-8"))
@@ -71,7 +71,13 @@ def save_safetensors(tensors: dict, path: Path, metadata: dict[str, str] | None 
         save_file(tensors, str(path), metadata=metadata)
     except SafetensorError as e:
         raise AttnlabError(f"cannot write {path}: {e}") from None
-    os.chmod(path, 0o666 & ~_umask())
+    os.chmod(path, umask_mode())
+
+
+def umask_mode(base: int = 0o666) -> int:
+    """`base` less the umask: the mode a plain open() (0o666) or mkdir() (0o777) would give,
+    for files and folders made by mkstemp / mkdtemp (0600 / 0700)."""
+    return base & ~_umask()
 
 
 def _umask() -> int:

