@@ -95,6 +95,14 @@ def test_seq2seq_records_self_and_cross_attention():
     assert all("cross_attn" in r.name for r in cross)
     enc = [r for r in cap.records if r.name.startswith("encoder")]
     assert all(r.weights.shape[-2:] == (7, 7) for r in enc) and len(enc) == 2
+    # rollout follows one stack: the decoder's self-attention does not act on source tokens
+    from attnlab.errors import AttnlabError
+    from attnlab.viz.rollout import attention_rollout
+
+    with pytest.raises(AttnlabError, match="an encoder and a decoder; roll out one of them"):
+        attention_rollout(cap.records)
+    assert attention_rollout(cap.records, prefix="encoder.").shape == (1, 7, 7)
+    assert attention_rollout(cap.records, prefix="decoder.").shape == (1, 5, 5)
 
 
 def _call(mech_name, T=20, causal=False, pad=None, H=2, Dh=8, **options):

@@ -37,7 +37,11 @@ class BigBirdAttention(Attention):
       Hugging Face port redraws them every training step from NumPy's global state and uses
       none in evaluation.) So every layer built with the same options shares one pattern; give
       layers different seeds for different patterns. The pattern is deterministic, which makes
-      checkpoints reload to the same function.
+      checkpoints reload to the same function. Without `causal`, the draw is over all the
+      blocks of the (padded) batch, so the amount of right padding changes which blocks a real
+      query meets, as the number of blocks does in the reference code: a batch's outputs are
+      then not those of its rows alone (a causal model's are; the Hugging Face port's
+      evaluation, with no random blocks, is not affected).
     - Keys covered twice (a window block that is also global) are masked in all but one slot,
       so no key is counted twice in a softmax.
     - `causal=True` is an addition (the paper's BigBird is an encoder; its decoders use full

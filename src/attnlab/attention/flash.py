@@ -29,7 +29,8 @@ class FlashAttention(FullAttention):
 
     Args:
         scale: softmax temperature; default 1 / sqrt(head_dim).
-        dropout: dropout on the attention weights while training (inside the kernel).
+        dropout: dropout on the attention weights while training (inside the kernel; the
+            CPU kernels have none, so a CPU training step with it is a CapabilityError).
     """
 
     capabilities = Capabilities(causal=True, padding_mask=True, cross=True, kv_cache=True,
@@ -54,5 +55,8 @@ class FlashAttention(FullAttention):
                 continue
             self.backend = name
             return out
+        # PyTorch's CPU flash kernel has no dropout: training with it must say so
+        with_dropout = f", attention dropout {dropout_p}" if dropout_p else ""
         raise CapabilityError(f"attention 'flash': no fused SDPA kernel accepts these inputs "
-                              f"({q.dtype} on {q.device.type}); use attention 'full'")
+                              f"({q.dtype} on {q.device.type}{with_dropout}); use attention "
+                              f"'full'")

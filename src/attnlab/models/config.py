@@ -234,6 +234,11 @@ class Seq2SeqConfig(TransformerConfig):
     """Encoder-decoder of "Attention Is All You Need". Defaults follow the paper: post-norm,
     sinusoidal positions, ReLU, embeddings scaled by sqrt(d_model), shared embeddings.
 
+    `attention` and `attention_options` (its dropout included) configure the self-attention
+    of encoder and decoder. The decoder's cross-attention is always full scaled dot-product
+    attention without attention dropout: it is not the quadratic-in-one-sequence part the
+    efficient mechanisms replace.
+
     Args:
         n_decoder_layers: decoder depth (default: n_layers).
         tgt_vocab_size: target vocabulary (default: vocab_size, with shared embeddings).

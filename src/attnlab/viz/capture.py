@@ -15,7 +15,9 @@ What `weights` means depends on the mechanism (see `REPORTS`, and docs/tutorial/
 
 - full, flash: softmax(q k^T * scale + bias) over the allowed keys (flash has no weights path
   of its own; it is exact, so the eager softmax twin of `full` is its attention).
-- hard: the top-k (or Gumbel) selection weights; zero off the chosen keys.
+- hard: the top-k selection weights; zero off the chosen keys. Captured in evaluation mode,
+  like every report, so a `gumbel` model in training mode is shown without its noise (the
+  selection evaluation makes), not the noisy one its training forward drew.
 - local, longformer, bigbird: the softmax over the keys the mechanism scores, scattered to
   token positions; zero outside the window / global tokens / blocks. `pattern` is the layout
   computed independently from the mechanism's options (window band; band + global rows and

@@ -35,6 +35,11 @@ def attention_rollout(records: list[AttentionRecord], *, residual: float = 0.5,
                                                           r.name.startswith(prefix))]
     if not chosen:
         raise AttnlabError("no self-attention records to roll out")
+    stacks = sorted({r.name.split(".")[0] for r in chosen})
+    if prefix is None and {"encoder", "decoder"} <= set(stacks):
+        # the decoder's self-attention does not act on the encoder's tokens: one chain each
+        raise AttnlabError("the records hold an encoder and a decoder; roll out one of them "
+                           "with prefix='encoder.' or prefix='decoder.'")
     rollout = None
     for rec in chosen:
         if rec.mechanism == "linformer":
