@@ -191,14 +191,16 @@ def test_linformer_projected_weights_reproduce_output():
     assert torch.equal(W, W2)
 
 
-@pytest.mark.parametrize("name,options", [("performer", {"nb_features": 16, "seed": 0}),
-                                          ("hard", {"k": 2}), ("flash", {}), ("full", {})])
+@pytest.mark.parametrize("name,options", [
+    ("performer", {"nb_features": 16, "seed": 0}), ("hard", {"k": 2}), ("flash", {}),
+    ("full", {}), ("luong", {"score": "general", "head_dim": 8}),
+    ("luong-local", {"window": 2}), ("luong-local", {"window": 2, "mode": "p", "head_dim": 8})])
 def test_other_mechanisms_weights_reproduce_output(name, options):
     mech, call = _call(name, T=10, causal=True, **options)
     out, weights, pattern, _ = _run(mech, call)
     torch.testing.assert_close(weights @ call.v, out, rtol=1e-4, atol=1e-5)
     assert not (weights.abs() > 0)[~pattern.expand_as(weights)].any()
-    if name != "hard":
+    if name != "hard" and options.get("mode") != "p":  # local-p: softmax times a Gaussian
         torch.testing.assert_close(weights.sum(-1), torch.ones(1, 2, 10), rtol=1e-4,
                                    atol=1e-5)
 
@@ -213,3 +215,10 @@ def test_flash_equals_eager_softmax():
 def test_model_without_attention_is_an_error():
     with pytest.raises(CapabilityError), capture_attention(torch.nn.Linear(2, 2)):
         pass
+
+
+def test_every_registered_mechanism_has_an_attention_report():
+    from attnlab.attention import available
+    from attnlab.viz.capture import REPORTS
+
+    assert set(available()) <= set(REPORTS)

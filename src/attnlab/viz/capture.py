@@ -227,6 +227,14 @@ def _linformer(mech, call):
     return weights, _allowed(call), note, {"projected": W, "proj_k": E, "proj_v": Fm}
 
 
+def _luong_local(mech, call):
+    weights = _weights_path(mech, call)
+    how = ("a window at the query's own position (local-m)" if mech.mode == "m" else
+           "a window at the predicted position, times a Gaussian (local-p: rows need not sum "
+           "to 1)")
+    return weights, weights > 0, f"Luong local: {2 * mech.window + 1} keys of {how}", {}
+
+
 #: mechanism name -> report(mech, call) -> (weights, pattern, note, extra)
 REPORTS: dict[str, Callable] = {
     "full": lambda m, c: _dense(m, c, "softmax(q k^T / sqrt(d))"),
@@ -239,6 +247,9 @@ REPORTS: dict[str, Callable] = {
                                            "(an approximation of softmax)"),
     "lsh": _lsh,
     "linformer": _linformer,
+    "luong": lambda m, c: _dense(m, c, f"Luong's {m.scorer.score} score, softmax over the "
+                                       f"keys"),
+    "luong-local": _luong_local,
 }
 
 
