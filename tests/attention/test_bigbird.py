@@ -9,9 +9,10 @@ from attnlab.errors import ConfigError
 from tests.helpers import LargestTensor
 
 
-def dense_pattern(attn, n, n_heads, causal):
+def dense_pattern(attn, n, n_heads, causal, random_nb=None):
     """The BigBird pattern as a dense (H, n, n) mask, built from the paper's rules and the
-    module's chosen random blocks (the only part taken from the module)."""
+    module's chosen random blocks (the only part taken from the module), drawn as for
+    `random_nb` blocks (a padded row's own length; default all)."""
     b = attn.block_size
     nb = -(-n // b)
     g, h = attn.num_global_blocks, attn.window_blocks // 2
@@ -19,7 +20,9 @@ def dense_pattern(attn, n, n_heads, causal):
     i, j = blk[:, None], blk[None, :]
     keep = ((i - j).abs() <= h) | (j < g) | (i < g)  # window, global keys, global queries
     rand = torch.zeros(n_heads, nb, nb, dtype=torch.bool)
-    table = attn.random_blocks(nb, n_heads, causal)  # (H, nb, r), -1 = none
+    table = attn.random_blocks(nb, n_heads, causal).clone()  # (H, nb, r), -1 = none
+    if random_nb is not None:  # the row's own blocks draw for its length; padding keeps nb's
+        table[:, :random_nb] = attn.random_blocks(random_nb, n_heads, causal)
     for head, row, slot in (table >= 0).nonzero().tolist():
         rand[head, row, table[head, row, slot]] = True
     keep = keep | rand[:, blk][:, :, blk]  # (H, n, n)
@@ -28,9 +31,18 @@ def dense_pattern(attn, n, n_heads, causal):
     return keep
 
 
+def own_blocks(mask, b):
+    """Each row's blocks up to its last real key (1 for a row with none)."""
+    return [max((int(row.nonzero().max()) // b + 1) if row.any() else 1, 1) for row in mask]
+
+
 def dense_reference(attn, q, k, v, *, causal, key_padding_mask=None):
     _, H, n, Dh = q.shape
-    keep = dense_pattern(attn, n, H, causal)[None]  # (1, H, n, n)
+    if key_padding_mask is None or causal:
+        keep = dense_pattern(attn, n, H, causal)[None]  # (1, H, n, n)
+    else:  # a row's random blocks are drawn for its own length (see row_patterns)
+        keep = torch.stack([dense_pattern(attn, n, H, causal, u)
+                            for u in own_blocks(key_padding_mask, attn.block_size)])
     if key_padding_mask is not None:
         keep = keep & key_padding_mask[:, None, None, :]
     w = masked_softmax(q @ k.transpose(-1, -2) / Dh**0.5, keep)

@@ -212,3 +212,20 @@ def test_a_non_bool_padding_mask_is_refused_not_read_as_a_bias(name, dtype):
     mask[0, 7:] = 0
     with pytest.raises(ValueError, match=f"key_padding_mask must be bool .*got {dtype}"):
         make(name)(q, k, v, key_padding_mask=mask)
+
+
+@pytest.mark.parametrize("name", [n for n in MECHANISMS if available()[n].padding_mask])
+def test_right_padding_is_invisible(name):
+    """A row alone and the same row padded at the end of a longer batch: its real tokens get
+    the same outputs (BigBird draws its random blocks for the row's own length)."""
+    options = {"bigbird": {"num_random_blocks": 3, "block_size": 2},
+               "linformer": {"seq_len": 40, "k": 6}}.get(name, {})
+    attn = make(name, **options)
+    T, pad = 24, 10  # 12 blocks of 2: room for random blocks outside window and globals
+    for causal in causal_flags(name):
+        q, k, v = qkv(B=1, T=T + pad)
+        mask = torch.ones(1, T + pad, dtype=torch.bool)
+        mask[:, T:] = False
+        padded, _ = attn(q, k, v, causal=causal, key_padding_mask=mask)
+        alone, _ = attn(q[:, :, :T], k[:, :, :T], v[:, :, :T], causal=causal)
+        assert torch.allclose(padded[:, :, :T], alone, atol=1e-5), causal

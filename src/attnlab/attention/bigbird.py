@@ -37,11 +37,11 @@ class BigBirdAttention(Attention):
       Hugging Face port redraws them every training step from NumPy's global state and uses
       none in evaluation.) So every layer built with the same options shares one pattern; give
       layers different seeds for different patterns. The pattern is deterministic, which makes
-      checkpoints reload to the same function. Without `causal`, the draw is over all the
-      blocks of the (padded) batch, so the amount of right padding changes which blocks a real
-      query meets, as the number of blocks does in the reference code: a batch's outputs are
-      then not those of its rows alone (a causal model's are; the Hugging Face port's
-      evaluation, with no random blocks, is not affected).
+      checkpoints reload to the same function. Without `causal` the candidates depend on the
+      number of blocks, so a row with a padding mask draws for its own length (the blocks up
+      to its last real key): padding after a row's text does not change what its tokens meet,
+      and a padded batch computes what its rows would alone (tested). In the reference code
+      the draw is over the padded batch's blocks.
     - Keys covered twice (a window block that is also global) are masked in all but one slot,
       so no key is counted twice in a softmax.
     - `causal=True` is an addition (the paper's BigBird is an encoder; its decoders use full
@@ -146,8 +146,13 @@ class BigBirdAttention(Attention):
             self._random[key] = table
         return self._random[key]
 
-    def block_pattern(self, nb: int, n_heads: int, causal: bool) -> tuple[Tensor, Tensor]:
+    def block_pattern(self, nb: int, n_heads: int, causal: bool,
+                      random_nb: int | None = None) -> tuple[Tensor, Tensor]:
         """Key blocks gathered for each non-global query block g..nb-1.
+
+        Args:
+            random_nb: draw the random blocks of query blocks 0..random_nb-1 as for a sequence
+                of this many blocks (a row's own length inside a padded batch); default nb.
 
         Returns:
             idx (H, nb - g, K) block indices in [0, nb) and valid (H, nb - g, K): False for a
@@ -159,7 +164,11 @@ class BigBirdAttention(Attention):
         window = rows[:, None] + torch.arange(-h, (0 if causal else h) + 1)  # (nq, nw)
         glob = torch.arange(g).expand(len(rows), g)  # (nq, g)
         idx = torch.cat([glob, window], -1).expand(n_heads, -1, -1)  # (H, nq, g + nw)
-        idx = torch.cat([idx, self.random_blocks(nb, n_heads, causal)[:, g:]], -1)  # (H, nq, K)
+        u = nb if random_nb is None else random_nb
+        # Query blocks past the row's own (padding only) keep the whole batch's draw.
+        rand = self.random_blocks(nb, n_heads, causal).clone()
+        rand[:, :u] = self.random_blocks(u, n_heads, causal)
+        idx = torch.cat([idx, rand[:, g:]], -1)  # (H, nq, K)
         valid = (idx >= 0) & (idx < nb)
         # A window block that is also global appears twice: keep its first (global) slot only,
         # else its keys would get double weight in the softmax.
@@ -168,6 +177,24 @@ class BigBirdAttention(Attention):
         earlier = torch.ones(K, K, dtype=torch.bool).tril(-1)  # [s, t]: slot t precedes s
         valid = valid & ~(same & earlier).any(-1)
         return idx.clamp(0, nb - 1), valid
+
+    def row_patterns(self, n: int, n_heads: int, causal: bool,
+                     key_padding_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """`block_pattern` for a batch, (B or 1, H, nq, K) each.
+
+        Without `causal` the random draw depends on the number of blocks, so each row draws
+        for its own: the blocks up to its last real key. Padding after a row's text then does
+        not change what its tokens meet, and a padded batch computes what its rows alone
+        would. (A causal row's draw depends on its index only.)"""
+        nb = -(-n // self.block_size)
+        if causal or key_padding_mask is None or not self.num_random_blocks:
+            return tuple(t[None] for t in self.block_pattern(nb, n_heads, causal))
+        real = key_padding_mask.any(-1)
+        last = n - 1 - key_padding_mask.flip(-1).int().argmax(-1)  # last real key per row
+        own = torch.where(real, last // self.block_size + 1, 1).tolist()
+        patterns = {u: self.block_pattern(nb, n_heads, causal, random_nb=u) for u in set(own)}
+        return (torch.stack([patterns[u][0] for u in own]),
+                torch.stack([patterns[u][1] for u in own]))
 
     def attend(self, q, k, v, *, causal, key_padding_mask, bias, need_weights):
         B, H, n, Dh = q.shape  # cross=False and kv_cache=False: Tq == Tk == n (checked)
@@ -198,25 +225,30 @@ class BigBirdAttention(Attention):
                 dense.append(F.pad(weights, (0, N - Nk)))  # (B, H, G, N)
 
         if nq:
-            idx, valid = (t.to(dev) for t in self.block_pattern(nb, H, causal))  # (H, nq, K)
-            K = idx.shape[-1]
+            idx, valid = (t.to(dev) for t in self.row_patterns(n, H, causal, key_padding_mask))
+            K = idx.shape[-1]  # idx, valid: (B or 1, H, nq, K)
+            rows = torch.arange(B, device=dev)[:, None, None, None]  # (B, 1, 1, 1)
             heads = torch.arange(H, device=dev)[:, None, None]  # (H, 1, 1)
-            # Gather each query block's key/value blocks: advanced indexing on (head, block).
-            kg = kp.view(B, H, nb, b, Dh)[:, heads, idx].reshape(B, H, nq, K * b, Dh)
-            vg = vp.view(B, H, nb, b, Dh)[:, heads, idx].reshape(B, H, nq, K * b, Dh)
-            realg = real.view(B, nb, b)[:, idx] & valid[None, ..., None]  # (B, H, nq, K, b)
-            k_idx = (idx[..., None] * b + torch.arange(b, device=dev)).flatten(-2)  # (H, nq, Kb)
-            q_idx = (G + torch.arange(nq * b, device=dev)).view(nq, b).expand(H, nq, b)
-            # The head axis is one of keep_mask's leading dims here (patterns differ per head):
-            # drop the broadcast head axis it inserts.
-            keep = keep_mask(q_idx, k_idx, causal=causal,
-                             key_padding_mask=realg.flatten(-2))[:, 0]  # (B, H, nq, b, Kb)
+            # Gather each query block's key/value blocks: advanced indexing on (row, head,
+            # block).
+            kg = kp.view(B, H, nb, b, Dh)[rows, heads, idx].reshape(B, H, nq, K * b, Dh)
+            vg = vp.view(B, H, nb, b, Dh)[rows, heads, idx].reshape(B, H, nq, K * b, Dh)
+            realg = real.view(B, nb, b)[rows, idx] & valid[..., None]  # (B, H, nq, K, b)
+            k_idx = (idx[..., None] * b + torch.arange(b, device=dev)).flatten(-2)
+            if causal or idx.shape[0] == 1:
+                q_idx = (G + torch.arange(nq * b, device=dev)).view(nq, b).expand(H, nq, b)
+                # The head axis is one of keep_mask's leading dims here (patterns differ per
+                # head): drop the broadcast head axis it inserts.
+                keep = keep_mask(q_idx, k_idx[0], causal=causal,
+                                 key_padding_mask=realg.flatten(-2))[:, 0]  # (B, H, nq, b, Kb)
+            else:  # per-row patterns, not causal: a key counts where it is real and its slot valid
+                keep = realg.flatten(-2)[..., None, :].expand(B, H, nq, b, K * b)
             qs = qp[:, :, G:].view(B, H, nq, b, Dh)  # (B, H, nq, b, Dh)
             scores = (qs @ kg.transpose(-1, -2)) * scale  # (B, H, nq, b, Kb)
             weights = masked_softmax(scores, keep)
             outs.append((self._drop(weights) @ vg).reshape(B, H, nq * b, Dh))
             if need_weights:  # masked and duplicate slots carry weight 0: scatter_add is exact
-                index = k_idx[None, :, :, None, :].expand(B, H, nq, b, K * b)
+                index = k_idx[:, :, :, None, :].expand(B, H, nq, b, K * b)
                 sparse = weights.new_zeros(B, H, nq, b, N).scatter_add(-1, index, weights)
                 dense.append(sparse.reshape(B, H, nq * b, N))
 

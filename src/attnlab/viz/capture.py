@@ -155,22 +155,24 @@ def _longformer(mech, call):
 def bigbird_pattern(mech, n: int, n_heads: int, causal: bool,
                     key_padding_mask: Tensor | None = None) -> Tensor:
     """(B or 1, H, n, n) bool: BigBird's block layout at token level, built from its options
-    (global blocks, window blocks, per-head random blocks), causal and padding included."""
+    (global blocks, window blocks, per-head random blocks: per row when they depend on the
+    row's length), causal and padding included."""
     b = mech.block_size
     nb = -(-n // b)
     g, _ = mech._shape(nb)
-    blocks = torch.zeros(n_heads, nb, nb, dtype=torch.bool)  # (H, query block, key block)
-    blocks[:, :g, :] = True  # global query blocks see every key block
-    blocks[:, :, :g] = True  # every query block sees the global key blocks
+    mask = None if key_padding_mask is None else key_padding_mask.cpu()
+    idx, valid = mech.row_patterns(n, n_heads, causal, mask)  # (B or 1, H, nb - g, K)
+    blocks = torch.zeros(idx.shape[0], n_heads, nb, nb, dtype=torch.bool)  # (B, H, q, k)
+    blocks[:, :, :g, :] = True  # global query blocks see every key block
+    blocks[:, :, :, :g] = True  # every query block sees the global key blocks
     if nb > g:
-        idx, valid = mech.block_pattern(nb, n_heads, causal)  # (H, nb - g, K)
-        rows = torch.arange(g, nb)[None, :, None].expand_as(idx)
-        heads = torch.arange(n_heads)[:, None, None].expand_as(idx)
-        blocks[heads[valid], rows[valid], idx[valid]] = True
-    tok = blocks.repeat_interleave(b, 1).repeat_interleave(b, 2)[:, :n, :n]  # (H, n, n)
+        rows = torch.arange(idx.shape[0])[:, None, None, None].expand_as(idx)
+        heads = torch.arange(n_heads)[None, :, None, None].expand_as(idx)
+        qblocks = torch.arange(g, nb)[None, None, :, None].expand_as(idx)
+        blocks[rows[valid], heads[valid], qblocks[valid], idx[valid]] = True
+    tok = blocks.repeat_interleave(b, 2).repeat_interleave(b, 3)[..., :n, :n]  # (B, H, n, n)
     if causal:
         tok = tok & torch.ones(n, n, dtype=torch.bool).tril()
-    tok = tok[None]
     if key_padding_mask is not None:
         tok = tok & key_padding_mask.cpu()[:, None, None, :]
     return tok
