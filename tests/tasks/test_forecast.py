@@ -109,6 +109,21 @@ def test_forecast_runs_train_and_evaluate_from_the_command_line(tmp_path, monkey
     assert m["test_seasonal_naive_mae"] == pytest.approx(0.6, abs=1e-5)
     assert m["test_linear_ar_mae"] < 1e-3
     assert m["test_windows"] == 200 - 160 - 4 + 1 and np.isfinite(m["test_mae"])
+    # the run pinned its data file: changed data are refused by eval and resume
+    import hashlib
+
+    stored = json.loads((run / "config.json").read_text())["data"]
+    assert stored["sha256"] == hashlib.sha256(series.read_bytes()).hexdigest()
+    series.write_text(series.read_text().replace("value\n", "value\n100\n"))
+    for args in (["eval", str(run)], ["train", "--resume", "--out", str(run), "--max-steps",
+                                      "99", "--no-progress"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "but the run was trained on data with sha256" in err and err.count("\n") == 1
+    # a named data set is pinned by its own checksums: a data.sha256 for it is refused
+    recipe.write_text(yaml.safe_dump({**TINY, "data": {"source": "co2", "sha256": "beef"}}))
+    assert main(["train", str(recipe), "--out", str(tmp_path / "r3"), "--no-progress"]) == 2
+    assert "'co2' is a named data set" in capsys.readouterr().err
     gap = tmp_path / "gap.csv"
     gap.write_text("1\n2\n\n4\n" + "5\n" * 100)
     recipe.write_text(yaml.safe_dump({**TINY, "data": {"source": str(gap)}}))

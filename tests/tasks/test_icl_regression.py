@@ -128,3 +128,23 @@ def test_unknown_function_class_is_one_line(tmp_path, capsys):
                  "--set", "data.source=quadratic"])
     assert code == 2
     assert "unknown function class 'quadratic'" in capsys.readouterr().err
+
+
+def test_resuming_to_more_steps_says_the_curriculum_moved(tmp_path):
+    """The curriculum grows over train.max_steps, like a cosine schedule decays over it."""
+    import dataclasses
+    import json
+
+    from attnlab.tasks.config import load_run_config
+    from attnlab.tasks.run import _continue_records
+
+    cfg = load_run_config("icl-linear", ["train.schedule=constant"])
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    longer = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, max_steps=cfg.train.max_steps * 2))
+    said = []
+    _continue_records(tmp_path, longer, 10, said.append)
+    assert any("paces its curriculum by train.max_steps" in line for line in said), said
+    said.clear()
+    _continue_records(tmp_path, longer, 10, said.append)  # config.json now holds it: silent
+    assert said == []

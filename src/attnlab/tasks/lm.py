@@ -92,6 +92,7 @@ class LanguageModelingRun:
 
     model_class = GPT
     sized_fields = ("vocab_size",)  # filled in from the tokenizer, not the recipe
+    pins_data = True  # data.sha256 is the text's (see build): corpus names are pinned too
 
     def build(self, cfg, run_dir: Path, *, device, dist, fresh: bool):
         """(LanguageModeling, tokenizer): a fresh tokenizer is trained on the text, whose

@@ -13,6 +13,7 @@ A run directory is the unit users handle:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 from attnlab.errors import AttnlabError
-from attnlab.files import atomic_write
+from attnlab.files import atomic_write, sha256_file
 from attnlab.models.swap import with_attention
 from attnlab.tasks.classify import SequenceClassificationRun
 from attnlab.tasks.config import RunConfig, load_run_config, merge, parse_overrides
@@ -160,6 +161,7 @@ def train_run(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool = T
             created = _claim(run_dir)
             claimed = True
         distributed.barrier(dist)
+        cfg.data = check_data(cfg, fresh=not resume)
         asked = {name: getattr(cfg.model, name) for name in TASKS[cfg.task].sized_fields
                  if name in cfg.given}
         task, tokenizer = build_task(cfg, run_dir, device=device, dist=dist, fresh=not resume)
@@ -207,6 +209,37 @@ def train_run(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool = T
 _CLAIM = ".attnlab-claim"
 
 
+def check_data(cfg: RunConfig, *, fresh: bool):
+    """The run's data section with `sha256` filled in (new runs) or checked (resumed and
+    evaluated ones): the hash of a data file, or of a folder's files and names. A task that
+    pins its own data (`pins_data`: lm hashes its text, corpus names included) is left to it;
+    a named data set is pinned by the checksums it is built from, so `sha256` is None."""
+    if getattr(TASKS[cfg.task], "pins_data", False):
+        return cfg.data
+    found = _source_sha256(cfg.data.source)
+    pinned = cfg.data.sha256
+    if pinned is not None and found is None:
+        raise AttnlabError(f"data.sha256 pins a data file, but '{cfg.data.source}' is a named "
+                           f"data set (its own checksums pin it); drop data.sha256")
+    if pinned is not None and found != pinned:
+        said = "data.sha256 asks for" if fresh else "the run was trained on data with sha256"
+        raise AttnlabError(f"{cfg.data.source} has sha256 {found[:12]}..., but {said} "
+                           f"{pinned[:12]}...; restore those data, or start a new run")
+    return dataclasses.replace(cfg.data, sha256=found) if fresh else cfg.data
+
+
+def _source_sha256(source: str) -> str | None:
+    path = Path(source).expanduser()
+    if path.is_file():
+        return sha256_file(path)
+    if not path.is_dir():
+        return None
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(f"{p.relative_to(path)}\0{sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
 def _claim(run_dir: Path) -> bool:
     """Make `run_dir` this new run's alone; return whether it was created here. Two runs
     started at once on one directory (the same --out, or default names within one second)
@@ -247,6 +280,9 @@ def _continue_records(run_dir: Path, cfg: RunConfig, step: int, log) -> None:
             log(f"note: the cosine schedule now decays over {cfg.train.max_steps} steps, so the "
                 f"learning rate from step {step} on is not the one the run had, and the result "
                 f"is not what a straight run of this length would give")
+        if getattr(TASKS[cfg.task], "paced_by_max_steps", False) and "max_steps" in changed:
+            log(f"note: task {cfg.task} paces its curriculum by train.max_steps, so from step "
+                f"{step} on it is not the run it was, nor a straight run of this length")
         atomic_write(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
     metrics = run_dir / "metrics.jsonl"
     if metrics.is_file():
@@ -315,6 +351,7 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", batches: int | None
                                 or batches < 1):
         raise AttnlabError(f"batches must be an integer >= 1 (or None), got {batches!r}")
     model, tokenizer, cfg = load_run(run_dir, checkpoint=checkpoint)
+    check_data(cfg, fresh=False)
     if attention is not None:
         model = with_attention(model, attention, options).model
         cfg.model = model.config
