@@ -216,3 +216,12 @@ def test_a_model_too_large_to_allocate_is_one_line(capsys, monkeypatch):
     monkeypatch.setattr(attnlab.cli, "build_model", bug)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         main(["model", "gpt"])
+
+
+def test_mistyped_data_set_names_get_the_nearest_name(capsys):
+    """rl-data and icl took a typo for a new data set (asking for --out / --template)."""
+    assert main(["rl-data", "hopper-mixd"]) == 2
+    assert "(did you mean 'hopper-mixed'?)" in capsys.readouterr().err
+    assert main(["icl", "no-such-model", "--data", "sentimnt"]) == 2
+    err = capsys.readouterr().err
+    assert err == "attnlab: error: no labelled set 'sentimnt' (did you mean 'sentiment'?)\n"

@@ -399,6 +399,11 @@ def cmd_icl(args) -> int:
     template = args.template if args.template is not None else (
         named.template if named else None)
     if template is None:
+        from attnlab.errors import did_you_mean
+
+        hint = did_you_mean(args.data, ICL_TASKS)
+        if hint:  # a typo of a named set, not a file that needs a template
+            raise AttnlabError(f"no labelled set '{args.data}'{hint}")
         raise AttnlabError(f"give --template for {args.data}, e.g. "
                            f"\"Review: {{text}}\\nSentiment: {{label}}\"")
     template = unescape(template)

@@ -303,8 +303,9 @@ def make_dataset(source: str, *, out: Path | None = None, episodes: int | None =
     if base is not None and out is None and episodes is mix is seed is None:
         return load_dataset(source, progress=progress), dataset_path(source)
     if out is None:
-        raise AttnlabError("--out FILE.safetensors is needed for a dataset other than the "
-                           f"named ones as they are ({', '.join(DATASETS)})")
+        hint = did_you_mean(source, DATASETS) if base is None else ""
+        raise AttnlabError(f"--out FILE.safetensors is needed for a dataset other than the "
+                           f"named ones as they are ({', '.join(DATASETS)}){hint}")
     out = Path(out)
     if out.exists() or sidecar(out).exists():
         raise AttnlabError(f"{out} (or its .json sidecar) exists; a dataset is never "
