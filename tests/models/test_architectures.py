@@ -119,7 +119,7 @@ def test_uniform_api_features_then_head():
     enc = tiny("encoder")
     h = enc.forward_features(idx)
     assert enc.forward_head(h).shape == (2, 32)  # no classifier: pooled features
-    enc.reset_head(5)  # a task adds one layer
+    assert enc.reset_head(5) is enc  # a task adds one layer; chainable, as train() is
     assert isinstance(enc.head, nn.Linear) and enc(idx).shape == (2, 5)
     assert torch.equal(enc(idx), enc.head(enc.forward_head(h, pre_logits=True)))
     s2s = tiny("seq2seq")

@@ -53,9 +53,18 @@ class Encoder(ModelInfo, nn.Module):
         self.head = classifier(c.d_model, c.num_classes)
         init_gpt2_(self, c.n_layers)
 
-    def reset_head(self, num_classes: int) -> None:
-        """Replace the classifier with a fresh linear layer to `num_classes` (0: none)."""
+    def reset_head(self, num_classes: int) -> Encoder:
+        """Replace the classifier with a fresh linear layer to `num_classes` (0: none).
+
+        Args:
+            num_classes: outputs of the new head; 0 leaves features only.
+
+        Returns:
+            The model itself, as `nn.Module.train` does: `Encoder(cfg).reset_head(3)` is a
+            classifier.
+        """
         self.head = classifier(self.config.d_model, num_classes)
+        return self
 
     def embed(self, idx: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         """Token + position (+ token-type) embeddings, normed when `embed_norm`: (B, T, d)."""

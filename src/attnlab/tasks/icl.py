@@ -240,7 +240,8 @@ def label_token_ids(tokenizer, words: list[str], lead: str, *,
             raise AttnlabError(f"label word {word!r} encodes to no tokens")
         if len(ids) > 1 and not multi_token:
             raise AttnlabError(f"label word {lead + word!r} is {len(ids)} tokens, not a single "
-                               f"token; pick a one-token word (or allow multi-token labels)")
+                               f"token; pick a one-token word, or score whole words with "
+                               f"multi-token labels (--multi-token)")
         out.append(ids)
     if len({tuple(i) for i in out}) < len(out):
         raise AttnlabError(f"label words {', '.join(words)} do not all encode differently")
