@@ -111,7 +111,18 @@ def beam_search(step: Callable[[Tensor], Tensor], batch_size: int, *, bos: int, 
 def greedy_search(step: Callable[[Tensor], Tensor], batch_size: int, *, bos: int, eos: int,
                   max_new_tokens: int = 32, device: torch.device | str = "cpu") -> list[list[int]]:
     """Argmax decoding with the same `step` interface as `beam_search` (no cache reordering
-    needed: rows never move)."""
+    needed: rows never move).
+
+    Args:
+        step: prefix (B, t) -> next-token log-probabilities (B, V), as for `beam_search`.
+        batch_size: sources B.
+        bos, eos: the start and end ids; a row ends after eos (not returned).
+        max_new_tokens: at most this many tokens per row.
+        device: where the prefix tensor lives.
+
+    Returns:
+        One list of token ids per row.
+    """
     prefix = torch.full((batch_size, 1), bos, dtype=torch.long, device=device)
     out: list[list[int]] = [[] for _ in range(batch_size)]
     open_ = [True] * batch_size

@@ -84,6 +84,10 @@ class Attention(nn.Module, ABC):
 
     Subclasses set `capabilities`, are registered with `@register(name)`, and implement
     `attend` with the signature of `forward`.
+
+    Args:
+        scale: multiplies the scores; default 1 / sqrt(head_dim).
+        dropout: dropout on the attention weights while training, in [0, 1).
     """
 
     name: ClassVar[str] = "?"

@@ -18,7 +18,12 @@ _REGISTRY: dict[str, type[Attention]] = {}
 
 
 def register(name: str):
-    """Class decorator: make an `Attention` subclass buildable as `build(name, ...)`."""
+    """Class decorator: make an `Attention` subclass buildable as `build(name, ...)`.
+
+    Args:
+        name: the name `build` and configs use; registering another class under a taken
+            name is an error.
+    """
 
     def decorate(cls):
         if name in _REGISTRY and _REGISTRY[name] is not cls:
@@ -48,7 +53,12 @@ def options(name: str) -> dict[str, object]:
 
 
 def build(name: str, **opts) -> Attention:
-    """Instantiate mechanism `name` with its options; unknown options are a `ConfigError`."""
+    """Instantiate mechanism `name` with its options; unknown options are a `ConfigError`.
+
+    Args:
+        name: a registered mechanism (`available()` lists them).
+        **opts: its options (docs/mechanisms.md lists each mechanism's).
+    """
     cls = get(name)
     valid = options(name)
     for key in opts:

@@ -13,7 +13,14 @@ NORMS = ("layernorm", "rmsnorm")
 
 
 def build_norm(name: str, dim: int, eps: float = 1e-5, bias: bool = True) -> nn.Module:
-    """`layernorm` (scale and, with `bias`, shift) or `rmsnorm` (scale only, no centering)."""
+    """`layernorm` (scale and, with `bias`, shift) or `rmsnorm` (scale only, no centering).
+
+    Args:
+        name: "layernorm" or "rmsnorm".
+        dim: the normalized (last) dimension.
+        eps: added to the variance (mean square) before the square root.
+        bias: layernorm's shift; rmsnorm has none.
+    """
     if name == "layernorm":
         return nn.LayerNorm(dim, eps=eps, bias=bias)
     if name == "rmsnorm":

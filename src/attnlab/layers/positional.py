@@ -201,7 +201,15 @@ def build_positional(
     max_len: int,
     rope_theta: float = 10000.0,
 ) -> PositionalEncoding:
-    """The positional encoding called `name`, sized for a model."""
+    """The positional encoding called `name`, sized for a model.
+
+    Args:
+        name: none, sinusoidal, learned, rope or alibi.
+        d_model: model width (sinusoidal, learned).
+        n_heads: heads (rope rotates d_model / n_heads per head; alibi has a slope per head).
+        max_len: positions a learned table holds.
+        rope_theta: RoPE's base frequency.
+    """
     if name == "none":
         return NoPositional()
     if name == "sinusoidal":

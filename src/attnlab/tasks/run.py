@@ -83,7 +83,17 @@ def read_run_config(run_dir: Path) -> RunConfig:
 
 def prepare_run(recipe: str | None, overrides: list[str], out: Path | None, *,
                 resume: bool) -> tuple[RunConfig, Path]:
-    """Resolve the config and the run directory; refuse to touch a user's directory wrongly."""
+    """Resolve the config and the run directory; refuse to touch a user's directory wrongly.
+
+    Args:
+        recipe: a recipe name or a YAML / JSON path; None on resume (the run's own config).
+        overrides: "key=value" strings, as `--set` takes them.
+        out: the run directory; None picks runs/<recipe>-<time> for a new run.
+        resume: continue the run in `out`: its config, changed only by `overrides`.
+
+    Returns:
+        (config, run directory).
+    """
     if resume:
         if out is None:
             raise AttnlabError("--resume needs --out RUN_DIR, the run to continue")
@@ -152,6 +162,15 @@ def train_run(cfg: RunConfig, run_dir: Path, *, resume: bool, progress: bool = T
     its directory was new or empty (`prepare_run` checks), so what is in it is this run's
     config, tokenizer and metrics, which would only block a retry (and there is nothing to
     resume). From the first checkpoint on, the directory stays for `--resume`.
+
+    Args:
+        cfg, run_dir: from `prepare_run`.
+        resume: continue from run_dir/last.
+        progress: show the tqdm bar.
+        log: where the run's one-line reports go.
+
+    Returns:
+        The last metrics (losses, baselines, step).
     """
     device = pick_device(cfg.train.device)
     dist = distributed.setup(device.type)
@@ -316,7 +335,13 @@ def _remove_unfinished(run_dir: Path, created: bool) -> None:
 
 def load_run(run_dir: Path, *, checkpoint: str = "best", device="cpu"):
     """(model, tokenizer, config) of a run directory, weights from `best/` or `last/`.
-    A run whose data are token ids already (classify) has no tokenizer (None)."""
+    A run whose data are token ids already (classify) has no tokenizer (None).
+
+    Args:
+        run_dir: the run directory.
+        checkpoint: "best" (falls back to last/ when no validation has run yet) or "last".
+        device: where the model goes.
+    """
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     kind = TASKS[cfg.task]
@@ -346,7 +371,13 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", batches: int | None
     """Validation loss, perplexity and bits per character of a language model; validation
     and test loss and accuracy of a classifier. With `attention`, the run's weights are
     evaluated under that mechanism instead (`attnlab.models.swap.with_attention`).
-    `batches` (default: the run's train.eval_batches) bounds the batches evaluated."""
+
+    Args:
+        run_dir: the run directory; its data must be those it was trained on (sha256).
+        checkpoint: "best" or "last".
+        batches: bounds the batches evaluated (default: the run's train.eval_batches).
+        attention, options: a mechanism (and its options) to evaluate the weights under.
+    """
     if batches is not None and (isinstance(batches, bool) or not isinstance(batches, int)
                                 or batches < 1):
         raise AttnlabError(f"batches must be an integer >= 1 (or None), got {batches!r}")
