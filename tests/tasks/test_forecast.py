@@ -17,6 +17,9 @@ def test_series_files_with_gaps_or_non_numbers_are_one_clear_error(tmp_path):
     good.write_text("date,value\n2001-01,1.5\n2001-02,2\n2001-03,-3e1\n\n")
     s = read_series(good, season=4)
     assert s.values.tolist() == [1.5, 2.0, -30.0] and s.season == 4 and s.name == "s"
+    tsv = tmp_path / "s.tsv"  # tab-separated: the last field of each line
+    tsv.write_text("date\tvalue\n2001-01\t1.5\n2001-02\t2\n")
+    assert read_series(tsv, season=4).values.tolist() == [1.5, 2.0]
     for body, message in (("1\n\n3\n", "line 2: missing value"), ("1\nNaN\n", "line 2: missing"),
                           ("x,1\ny,NA\n", "line 2: missing value"),
                           ("1\n2\nabc\n", "line 3: 'abc' is not a number"),

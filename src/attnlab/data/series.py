@@ -60,7 +60,8 @@ def load_co2() -> Series:
 
 
 def read_series(path: str | Path, *, season: int) -> Series:
-    """A series from a text/CSV file: one value per line (the last comma-separated field).
+    """A series from a text / CSV / TSV file: one value per line (the last comma- or
+    tab-separated field: the separator is the file's suffix's, a comma for .csv and .txt).
 
     Args:
         path: the file.
@@ -75,9 +76,10 @@ def read_series(path: str | Path, *, season: int) -> Series:
         raise AttnlabError(f"{path} is not UTF-8 text") from None
     while lines and not lines[-1].strip():
         lines.pop()  # trailing blank lines are not gaps
+    sep = "\t" if path.suffix == ".tsv" else ","
     values: list[float] = []
     for i, line in enumerate(lines, 1):
-        field = line.rsplit(",", 1)[-1].strip().strip('"')
+        field = line.rsplit(sep, 1)[-1].strip().strip('"')
         if field.lower() in _MISSING:
             raise AttnlabError(f"{path} line {i}: missing value (a gap in the series); fill or "
                                f"remove gaps before forecasting")
@@ -99,7 +101,8 @@ SERIES = {"co2": load_co2}
 
 
 def load_series(source: str, *, season: int = 12) -> Series:
-    """A named series (`SERIES`) or a file path (.csv / .txt) with seasonal period `season`."""
+    """A named series (`SERIES`) or a file path (.csv / .tsv / .txt) with seasonal period
+    `season`."""
     if source in SERIES:
         return SERIES[source]()
     path = Path(source)
