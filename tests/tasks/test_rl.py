@@ -103,3 +103,14 @@ def test_rl_data_command_writes_a_dataset_and_sidecar(setup, capsys):
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["seed"] == 5 and meta["episodes"] == 3 and meta["sha256"] in text
     assert "random" in text and np.isclose(meta["mix"]["random"], 1.0)
+
+
+def test_a_context_longer_than_any_episode_is_refused_at_once():
+    """It would train for nothing but padding (and, at 5000 steps, run out of memory)."""
+    from attnlab.errors import ConfigError
+    from attnlab.models.decision import DecisionConfig
+
+    with pytest.raises(ConfigError, match="context 30 is longer than an episode can be "
+                                          r"\(max_ep_len 20\)"):
+        DecisionConfig(d_model=8, n_heads=2, n_layers=1, context=30, max_ep_len=20)
+    assert DecisionConfig(d_model=8, n_heads=2, n_layers=1, context=20, max_ep_len=20)

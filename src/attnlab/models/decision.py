@@ -74,6 +74,9 @@ class DecisionConfig(TransformerConfig):
         check_positive(self, "state_dim", "act_dim", "max_ep_len", "context", "eval_episodes")
         if self.return_scale <= 0:
             raise ConfigError(f"return_scale must be > 0, got {self.return_scale}")
+        if self.context > self.max_ep_len:  # a window longer than any episode is all padding
+            raise ConfigError(f"context {self.context} is longer than an episode can be "
+                              f"(max_ep_len {self.max_ep_len}); give context <= max_ep_len")
         if self.positional == "learned" and self.max_len < self.tokens_per_window:
             raise ConfigError(f"learned positions need max_len >= {self.tokens_per_window} "
                               f"tokens per window, got {self.max_len}")
