@@ -512,3 +512,14 @@ def test_run_config_difference_ignores_what_the_data_filled_in_unless_asked():
     assert run_config_difference(stored, lr) is None  # train is not compared by default ...
     assert (run_config_difference(stored, lr, ("model", "data", "train"))  # ... unless asked
             == f"train.lr is {stored.train.lr} there, 0.5 here")
+
+
+def test_a_refused_resume_names_the_field_that_was_typed():
+    """A ViT's max_len follows its patch_size: the message names patch_size, not max_len."""
+    from attnlab.tasks.config import load_run_config
+    from attnlab.tasks.run import run_config_difference
+
+    stored = load_run_config("vit-digits", ["model.patch_size=2"])
+    asked = load_run_config("vit-digits", ["model.patch_size=4"])
+    assert stored.model.max_len != asked.model.max_len  # derived, and sorted before it
+    assert run_config_difference(stored, asked).startswith("model.patch_size is 2 there, 4")

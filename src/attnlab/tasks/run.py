@@ -55,16 +55,23 @@ def default_run_dir(recipe: str) -> Path:
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _first_difference(a: dict, b: dict, prefix: str = "") -> str | None:
+def _differences(a: dict, b: dict, prefix: str = ""):
+    """(key, "key is x there, y here") for every leaf where `a` and `b` differ, sorted."""
     for key in sorted(set(a) | set(b)):
         x, y = a.get(key), b.get(key)
         if isinstance(x, dict) and isinstance(y, dict):
-            found = _first_difference(x, y, f"{prefix}{key}.")
-            if found:
-                return found
+            yield from _differences(x, y, f"{prefix}{key}.")
         elif x != y:
-            return f"{prefix}{key} is {x!r} there, {y!r} here"
-    return None
+            yield f"{prefix}{key}", f"{prefix}{key} is {x!r} there, {y!r} here"
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "",
+                      typed: frozenset = frozenset()) -> str | None:
+    """The first difference, one in a `typed` key first (a field derived from it, such as a
+    ViT's max_len from its patch_size, would name what the user never wrote)."""
+    found = list(_differences(a, b, prefix))
+    first = [text for key, text in found if key in typed] or [text for _, text in found]
+    return first[0] if first else None
 
 
 def read_run_config(run_dir: Path) -> RunConfig:
@@ -137,7 +144,8 @@ def run_config_difference(stored: RunConfig, asked: RunConfig,
                                                                     sha256=stored.data.sha256))
     for section in sections:
         diff = _first_difference(dataclasses.asdict(getattr(stored, section)),
-                                 dataclasses.asdict(getattr(asked, section)))
+                                 dataclasses.asdict(getattr(asked, section)),
+                                 typed=asked.given if section == "model" else frozenset())
         if diff:
             return f"{section}.{diff}"
     return None
