@@ -315,7 +315,7 @@ def test_a_run_pins_its_data_by_absolute_path_and_sha256(setup, monkeypatch, cap
     before = weights(run)
     for args in (["eval", str(run)], ["train", "--resume", "--out", str(run), "--max-steps", "6",
                                       "--no-progress"]):
-        refused(capsys, args, "but the run was trained on text with sha256 "
+        refused(capsys, args, "but the run was trained on data with sha256 "
                               f"{data['sha256'][:12]}")
     assert all(torch.equal(before[k], v) for k, v in weights(run).items())
     # a new run may pin the text it expects

@@ -59,10 +59,10 @@ class DataConfig:
         vocab_size: BPE vocabulary size (char: set by the text).
         val_fraction: the last fraction of the tokens held out for validation; `lm` (and
             `forecast`: the share of the steps before the test part).
-        sha256: what a new run records of its data (`lm`: the text's sha256; other tasks:
-            a data file's, or a folder's files'; None for a named data set, which its own
-            checksums pin); resuming or evaluating the run refuses other data. Set it to pin
-            a new run's data.
+        sha256: what a new run records of its data: the sha256 of a data file, or of a
+            folder's files and names (None for a named data set, which its own checksums
+            pin); resuming or evaluating the run refuses other data. Set it to pin a new
+            run's data.
 
     A `source` that names an existing file or folder is stored as its absolute path, so that a
     run directory finds its data from wherever it is resumed or evaluated.

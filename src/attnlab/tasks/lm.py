@@ -25,7 +25,6 @@ from attnlab.data import (
     train_tokenizer,
 )
 from attnlab.errors import AttnlabError
-from attnlab.files import sha256_bytes
 from attnlab.models import GPT
 from attnlab.train import distributed
 
@@ -92,14 +91,10 @@ class LanguageModelingRun:
 
     model_class = GPT
     sized_fields = ("vocab_size",)  # filled in from the tokenizer, not the recipe
-    pins_data = True  # data.sha256 is the text's (see build): corpus names are pinned too
 
     def build(self, cfg, run_dir: Path, *, device, dist, fresh: bool):
-        """(LanguageModeling, tokenizer): a fresh tokenizer is trained on the text, whose
-        sha256 the run records (`data.sha256`); a resumed run refuses other text."""
-        text = _checked_text(cfg.data, fresh=fresh)
-        if fresh:
-            cfg.data = dataclasses.replace(cfg.data, sha256=sha256_bytes(text.encode("utf-8")))
+        """(LanguageModeling, tokenizer): a fresh tokenizer is trained on the text."""
+        text, _ = load_text(cfg.data.source)
         if fresh:
             tokenizer = train_tokenizer(cfg.data.tokenizer, text, cfg.data.tokenizer_vocab())
         else:
@@ -131,7 +126,7 @@ class LanguageModelingRun:
 
     def evaluate(self, model, tokenizer, cfg, *, batches: int | None = None) -> dict:
         """Validation loss, perplexity and bits per character, beside the unigram baseline."""
-        text = _checked_text(cfg.data, fresh=False)
+        text, _ = load_text(cfg.data.source)
         splits = encode_corpus(text, tokenizer, val_fraction=cfg.data.val_fraction)
         task = LanguageModeling(model, tokenizer, splits,
                                 eval_batch_count=batches or cfg.train.eval_batches,
@@ -140,20 +135,6 @@ class LanguageModelingRun:
             metrics = task.evaluate(model)
         metrics.update(task.baselines())
         return metrics
-
-
-def _checked_text(data, *, fresh: bool) -> str:
-    """The text of `data.source`, refused when its sha256 is not the one the config holds."""
-    text, _ = load_text(data.source)
-    if data.sha256 is not None:
-        digest = sha256_bytes(text.encode("utf-8"))
-        if digest != data.sha256:
-            said = ("data.sha256 asks for" if fresh else
-                    "the run was trained on text with sha256")
-            raise AttnlabError(f"the text of {data.source} has sha256 {digest[:12]}..., but "
-                               f"{said} {data.sha256[:12]}...; restore that text, or start a "
-                               f"new run")
-    return text
 
 
 @torch.no_grad()

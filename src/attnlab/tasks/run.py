@@ -238,11 +238,9 @@ _CLAIM = ".attnlab-claim"
 
 def check_data(cfg: RunConfig, *, fresh: bool):
     """The run's data section with `sha256` filled in (new runs) or checked (resumed and
-    evaluated ones): the hash of a data file, or of a folder's files and names. A task that
-    pins its own data (`pins_data`: lm hashes its text, corpus names included) is left to it;
-    a named data set is pinned by the checksums it is built from, so `sha256` is None."""
-    if getattr(TASKS[cfg.task], "pins_data", False):
-        return cfg.data
+    evaluated ones): the hash of a data file, or of a folder's files and names. A named data
+    set (a corpus, co2, ...) is pinned by the checksums it is built from, so `sha256` is
+    None."""
     found = _source_sha256(cfg.data.source)
     pinned = cfg.data.sha256
     if pinned is not None and found is None:
