@@ -76,33 +76,21 @@ class GenerationConfig:
     decoder: str = "auto"
 
     def __post_init__(self):
-        def is_int(v) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_num(v) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-        if not is_int(self.max_new_tokens) or self.max_new_tokens < 0:
+        if not _is_int(self.max_new_tokens) or self.max_new_tokens < 0:
             raise ConfigError(f"max_new_tokens must be an integer >= 0, got "
                               f"{self.max_new_tokens!r}")
-        # `not x >= 0` also rejects NaN; inf would sample uniformly, ignoring the model.
-        if (not is_num(self.temperature) or not self.temperature >= 0
-                or self.temperature == float("inf")):
-            raise ConfigError(f"temperature must be >= 0 and finite (0 = greedy), got "
-                              f"{self.temperature!r}")
-        if self.top_k is not None and (not is_int(self.top_k) or self.top_k < 1):
-            raise ConfigError(f"top_k must be an integer >= 1 or None, got {self.top_k!r}")
-        if self.top_p is not None and (not is_num(self.top_p) or not 0 < self.top_p <= 1):
-            raise ConfigError(f"top_p must be in (0, 1] or None, got {self.top_p!r}")
-        if not is_num(self.repetition_penalty) or not self.repetition_penalty > 0:
+        _check_temperature(self.temperature)
+        _check_top_k(self.top_k)
+        _check_top_p(self.top_p)
+        if not _is_num(self.repetition_penalty) or not self.repetition_penalty > 0:
             raise ConfigError(f"repetition_penalty must be > 0 (1 = off), got "
                               f"{self.repetition_penalty!r}")
-        if self.seed is not None and not is_int(self.seed):
+        if self.seed is not None and not _is_int(self.seed):
             raise ConfigError(f"seed must be an integer or None, got {self.seed!r}")
         if self.eos_id is not None:
-            ids = (self.eos_id,) if is_int(self.eos_id) else self.eos_id
+            ids = (self.eos_id,) if _is_int(self.eos_id) else self.eos_id
             if (not isinstance(ids, (list, tuple)) or not ids
-                    or not all(is_int(i) and i >= 0 for i in ids)):
+                    or not all(_is_int(i) and i >= 0 for i in ids)):
                 raise ConfigError(f"eos_id must be a token id >= 0, a list of them, or None, "
                                   f"got {self.eos_id!r}")
             self.eos_id = ids[0] if len(ids) == 1 else tuple(ids)
@@ -131,7 +119,32 @@ class GenerationConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Sampling helpers: pure functions on (B, V) logits.
+# Sampling helpers: pure functions on (B, V) logits, which check their settings as
+# GenerationConfig does (they are public).
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_temperature(t) -> None:
+    # `not t >= 0` also rejects NaN; inf would sample uniformly, ignoring the model.
+    if not _is_num(t) or not t >= 0 or t == float("inf"):
+        raise ConfigError(f"temperature must be >= 0 and finite (0 = greedy), got {t!r}")
+
+
+def _check_top_k(k) -> None:
+    if k is not None and (not _is_int(k) or k < 1):
+        raise ConfigError(f"top_k must be an integer >= 1 or None, got {k!r}")
+
+
+def _check_top_p(p) -> None:
+    if p is not None and (not _is_num(p) or not 0 < p <= 1):
+        raise ConfigError(f"top_p must be in (0, 1] or None, got {p!r}")
 
 
 def apply_repetition_penalty(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
@@ -159,8 +172,7 @@ def top_k_filter(logits: Tensor, k: int | None) -> Tensor:
         logits: (B, V).
         k: tokens to keep; None or >= V keeps all.
     """
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise ConfigError(f"top_k must be an integer >= 1 or None, got {k!r}")
+    _check_top_k(k)
     if k is None or k >= logits.shape[-1]:
         return logits
     # Scatter the top-k indices rather than compare with the k-th value: a threshold would
@@ -178,8 +190,7 @@ def top_p_filter(logits: Tensor, p: float | None) -> Tensor:
         logits: (B, V).
         p: in (0, 1]; None or 1 keeps all.
     """
-    if p is not None and not 0 < p <= 1:
-        raise ConfigError(f"top_p must be in (0, 1] or None, got {p!r}")
+    _check_top_p(p)
     if p is None or p >= 1.0:  # 1 keeps all: rounding must not drop tiny tail tokens
         return logits
     sorted_logits, order = logits.sort(dim=-1, descending=True)
@@ -214,8 +225,7 @@ def sample_next(
     Raises:
         AttnlabError: logits that give no distribution (NaN, or -inf everywhere).
     """
-    if not temperature >= 0:  # also NaN
-        raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
+    _check_temperature(temperature)
     if temperature == 0:
         return logits.argmax(dim=-1)
     # Less the row's maximum first: a tiny temperature then sends the others to -inf, not the
