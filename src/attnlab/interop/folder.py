@@ -30,16 +30,10 @@ from torch import Tensor
 from attnlab.data.tokenizers import CharTokenizer, load_tokenizer
 from attnlab.errors import AttnlabError, did_you_mean
 from attnlab.files import atomic_write, fsync_dir, save_safetensors
-from attnlab.interop.gguf import (
-    ChatTemplate,
-    ChatTokenizer,
-    load_gguf,
-    read_gguf_model,
-    token_ids,
-)
+from attnlab.interop.gguf import ChatTemplate, ChatTokenizer, load_gguf, read_gguf_model
 from attnlab.interop.hf import model_from_hf, model_to_hf
 from attnlab.interop.sources import MODEL_SOURCES, fetch_model
-from attnlab.interop.tokenizer import HFTokenizer
+from attnlab.interop.tokenizer import HFTokenizer, token_ids
 from attnlab.models import GPT, Encoder, EncoderConfig, GPTConfig
 from attnlab.train.checkpoint import load_model_weights, read_safetensors, resolve, save_checkpoint
 

@@ -43,7 +43,7 @@ from torch import Tensor
 
 from attnlab.errors import AttnlabError
 from attnlab.interop.hf import model_from_hf
-from attnlab.interop.tokenizer import HFTokenizer
+from attnlab.interop.tokenizer import HFTokenizer, token_ids
 from attnlab.models import GPT
 
 MAGIC = b"GGUF"
@@ -210,12 +210,6 @@ def _hf_name(name: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Tokenizer and chat template
-
-
-def token_ids(value) -> tuple[int, ...]:
-    """An eos_token_id as configs write it (an id, a list of ids, or None) as a tuple."""
-    values = value if isinstance(value, list) else [value]
-    return tuple(v for v in values if isinstance(v, int) and not isinstance(v, bool))
 
 
 class ChatTokenizer(HFTokenizer):

@@ -117,7 +117,8 @@ def _rope_theta(config: dict) -> float:
     # Both keys are read (transformers honours a legacy `rope_scaling` beside a default
     # `rope_parameters`), so that neither can hide a scaling attnlab does not apply.
     for key in ("rope_parameters", "rope_scaling"):
-        kind = (config.get(key) or {}).get("rope_type", (config.get(key) or {}).get("type"))
+        part = config.get(key) or {}
+        kind = part.get("rope_type", part.get("type"))
         if kind not in ("default", None):
             raise AttnlabError(f"RoPE scaling '{kind}' is not supported (from {key})")
     params = config.get("rope_parameters") or config.get("rope_scaling") or {}
@@ -457,7 +458,6 @@ def model_from_hf(config: dict, tensors: dict[str, Tensor]) -> GPT | Encoder:
         tensors: the HF state dict.
     """
     kind = config.get("model_type")
-    _refuse_quantized(config)
     if kind in ENCODER_FAMILIES:
         return encoder_from_hf(config, tensors)
     if kind in GPT_FAMILIES:

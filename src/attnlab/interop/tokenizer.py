@@ -13,6 +13,12 @@ from attnlab.errors import AttnlabError
 from attnlab.files import atomic_write
 
 
+def token_ids(value) -> tuple[int, ...]:
+    """An eos_token_id as configs write it (an id, a list of ids, or None) as a tuple."""
+    values = value if isinstance(value, list) else [value]
+    return tuple(v for v in values if isinstance(v, int) and not isinstance(v, bool))
+
+
 class HFTokenizer:
     """A `tokenizers` tokenizer.json with everything the file says: normalizer (BERT's
     lowercasing), pre-tokenizer, model (BPE, WordPiece, Unigram) and special-token template
