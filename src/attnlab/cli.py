@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -215,27 +216,21 @@ class _Signalled(KeyboardInterrupt):
         self.signum = signum
 
 
-class _stop_on_signals:
+@contextlib.contextmanager
+def _stop_on_signals():
     """While training: SIGTERM and SIGHUP raise `_Signalled` (main thread only, where Python
     delivers signals); the previous handlers come back after."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-    def __enter__(self):
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self.previous[s] = signal.signal(s, self._raise)
-        return self
-
-    @staticmethod
-    def _raise(signum, frame):
+    def stop(signum, frame):
         raise _Signalled(signum)
 
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)} if main else {}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
             signal.signal(s, handler)
-        return False
 
 
 def cmd_convert(args) -> int:

@@ -193,6 +193,8 @@ class BigBirdAttention(Attention):
         last = n - 1 - key_padding_mask.flip(-1).int().argmax(-1)  # last real key per row
         own = torch.where(real, last // self.block_size + 1, 1).tolist()
         patterns = {u: self.block_pattern(nb, n_heads, causal, random_nb=u) for u in set(own)}
+        if len(patterns) == 1:  # every row the same length: one pattern for the batch
+            return tuple(t[None] for t in patterns[own[0]])
         return (torch.stack([patterns[u][0] for u in own]),
                 torch.stack([patterns[u][1] for u in own]))
 
