@@ -7,12 +7,12 @@ A task provides:
     task.evaluate(model) -> dict of metrics      (must include "val_loss"; no RNG use)
 
 Determinism: initialization, data order (one torch.Generator) and dropout (the global RNG) all
-derive from `seed`, and a checkpoint stores the weights, the optimizer, the step and both RNG
-states, so N steps and N/2 + resume + N/2 give bit-identical weights. Learning rates are a
-pure function of the step. So is the global RNG at the start of each step: it is seeded from
-(seed, rank, step), which gives every process of a distributed run its own dropout masks (one
-shared seed would repeat them on every rank, as if the global batch were B / world rows
-repeated) while a resume needs no RNG state from the other processes.
+derive from `seed`. Learning rates are a pure function of the step, and so is the global RNG
+at the start of each step: it is seeded from (seed, rank, step), which gives every process of
+a distributed run its own dropout masks (one shared seed would repeat them on every rank, as
+if the global batch were B / world rows repeated). A checkpoint stores the weights, the
+optimizer, the step and the data generator's state, so N steps and N/2 + resume + N/2 give
+bit-identical weights, with no global RNG state to carry.
 """
 
 from __future__ import annotations
@@ -125,10 +125,8 @@ class Trainer:
 
     # -- state -------------------------------------------------------------------------------
     def _rng(self) -> dict[str, torch.Tensor]:
-        rng = {"torch": torch.get_rng_state(), "data": self.generator.get_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        return rng
+        # The data order only: the global RNG is seeded afresh at every step (step_seed).
+        return {"data": self.generator.get_state()}
 
     def _resume(self) -> None:
         if resolve(self.run_dir / "last") is None:
@@ -143,14 +141,11 @@ class Trainer:
                                f"({key} is {written_by.get(key)!r} there, {this.get(key)!r} "
                                f"here); it cannot be resumed as this run")
         self.step, self.best = state["step"], state.get("best_val_loss", float("inf"))
-        try:  # without the RNG states the resumed run would draw other batches and dropout
-            torch.set_rng_state(rng["torch"])
+        try:  # without it the resumed run would draw other batches
             self.generator.set_state(rng["data"])
         except (KeyError, RuntimeError, TypeError):
             raise AttnlabError(f"{self.run_dir / 'last'} holds no usable RNG state; it cannot "
                                f"be resumed exactly") from None
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
 
     def save(self, which: str = "last", metrics: dict | None = None) -> None:
         """Checkpoint (main process only); `best` keeps weights and metrics, no optimizer."""
