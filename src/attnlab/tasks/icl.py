@@ -231,7 +231,8 @@ def label_token_ids(tokenizer, words: list[str], lead: str, *,
     """Token ids of each label word as it follows the prompt (`lead` + word).
 
     Raises `AttnlabError` for a word that is not a single token (unless `multi_token`), or
-    two words that start with the same tokens.
+    two words that encode to the same tokens (a word whose tokens begin another's is fine:
+    each is scored as its whole sequence).
     """
     out = []
     for word in words:
