@@ -17,14 +17,19 @@ from tests.tasks.test_icl import CHARS, toy_set
 
 def test_a_prompt_over_the_models_positions_is_refused_before_any_forward():
     tok = CharTokenizer(CHARS)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, d_model=16, n_heads=2, n_layers=1,
-                          max_len=24, positional="learned")).eval()
     data = toy_set()  # texts of 5 characters: a demonstration is 7 tokens, a query 6, a label 1
     kw = dict(template="{text}={label}", label_words=["x", "y"], separator=",", draws=1,
               progress=False)
-    icl_accuracy(model, tok, data, shots=(0, 2), **kw)  # 7 + (1 + 7) + (1 + 6) + 1 = 23 <= 24
-    with pytest.raises(AttnlabError, match="over the model's max_len 24"):
-        icl_accuracy(model, tok, data, shots=(3,), **kw)  # 7 + 2 * (1 + 7) + (1 + 6) + 1 = 31
+
+    def gpt(max_len):
+        return GPT(GPTConfig(vocab_size=tok.vocab_size, d_model=16, n_heads=2, n_layers=1,
+                             max_len=max_len, positional="learned")).eval()
+
+    # 2 shots feed 7 + (1 + 7) + (1 + 6) = 22 tokens; the label is predicted, never fed
+    icl_accuracy(gpt(22), tok, data, shots=(0, 2), **kw)
+    with pytest.raises(AttnlabError, match="2-shot prompt is 22 tokens, over the model's "
+                                           "max_len 21"):
+        icl_accuracy(gpt(21), tok, data, shots=(0, 2), **kw)
 
 
 def test_a_negative_label_index_in_a_file_is_refused(tmp_path):

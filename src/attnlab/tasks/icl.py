@@ -430,7 +430,8 @@ def icl_accuracy(model, tokenizer, data: LabelledSet, *, template: str,
             prefix += encode_piece(tokenizer, text, first=i == 0)
         queries = [encode_piece(tokenizer, (separator if k else "") + fmt.query(t)[0],
                                 first=k == 0) for t in data.query_texts]
-        longest = len(prefix) + max(map(len, queries)) + max(map(len, candidates))
+        # what the model is fed: a label's last token is only predicted, never an input
+        longest = len(prefix) + max(map(len, queries)) + max(map(len, candidates)) - 1
         if max_len is not None and longest > max_len:
             raise AttnlabError(f"a {k}-shot prompt is {longest} tokens, over the model's "
                                f"max_len {max_len}; use fewer shots")
