@@ -114,3 +114,26 @@ def test_a_context_longer_than_any_episode_is_refused_at_once():
                                           r"\(max_ep_len 20\)"):
         DecisionConfig(d_model=8, n_heads=2, n_layers=1, context=30, max_ep_len=20)
     assert DecisionConfig(d_model=8, n_heads=2, n_layers=1, context=20, max_ep_len=20)
+
+
+def test_state_statistics_come_from_the_training_episodes_only(setup):
+    """Normalizing by statistics that include held-out episodes would leak them into training."""
+    from attnlab.models.decision import DecisionConfig, DecisionTransformer
+
+    _, _, data = setup
+    model = DecisionTransformer(DecisionConfig(d_model=8, n_heads=2, n_layers=1, context=4,
+                                               max_ep_len=500))
+    task = OfflineRL(model, data, val_fraction=0.2)
+    a = data.arrays
+
+    def rows(episodes):
+        return np.concatenate([a["observations"][s:s + n] for s, n in zip(
+            a["episode_starts"][episodes], a["episode_lengths"][episodes], strict=True)]
+        ).astype(np.float64)
+
+    train = rows(task.train_eps)
+    mean, std = task.state_stats()
+    np.testing.assert_allclose(mean, train.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(std, train.std(0, ddof=1), rtol=1e-12)  # torch's default
+    everything = rows(np.arange(data.n_episodes))
+    assert not np.allclose(mean, everything.mean(0))
