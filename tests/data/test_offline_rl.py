@@ -97,6 +97,9 @@ def test_unknown_env_and_policy_and_mix_are_clear_errors():
         parse_mix("random:0.5")
     assert DatasetSpec("CartPole-v1", 7, {"random": 0.5, "expert": 0.5}).counts() == {
         "random": 4, "expert": 3}
+    # the remainder never goes to a policy the mix leaves out
+    assert DatasetSpec("CartPole-v1", 5, {"random": 0, "noisy": 0.5, "expert": 0.5}).counts() == {
+        "random": 0, "noisy": 3, "expert": 2}
 
 
 def test_ars_is_deterministic_and_its_linear_policy_respects_the_action_bounds():

@@ -40,7 +40,7 @@ def test_parse_reads_id_rating_and_sentence():
 
 
 @pytest.mark.parametrize("line", ["1\tnot-a-number\ttext", "1\t0.7", "1\t0.7\t  ",
-                                  "1\t0.7\ta\tb"])
+                                  "1\t0.7\ta\tb", "1\tnan\ttext", "1\tinf\ttext"])
 def test_a_malformed_line_is_named(line):
     with pytest.raises(AttnlabError, match="ratings line 2: expected"):
         parse_ratings(f"0\t1.0\tfine\n{line}\n")

@@ -59,7 +59,8 @@ class DatasetSpec:
     seed: int = 0
 
     def counts(self) -> dict[str, int]:
-        """Episodes per policy: shares rounded down, the remainder given to the first."""
+        """Episodes per policy: shares rounded down, the remainder given to the first policy
+        with a share > 0 (a policy at 0 never plays)."""
         for name, share in self.mix.items():
             if name not in POLICIES:
                 raise AttnlabError(f"unknown behaviour policy '{name}'"
@@ -74,7 +75,7 @@ class DatasetSpec:
         if self.episodes < 1 or total <= 0:
             raise AttnlabError("a dataset needs episodes >= 1 and a policy mix with a share > 0")
         counts = {k: int(self.episodes * v / total + 1e-9) for k, v in self.mix.items()}
-        first = next(iter(counts))
+        first = next(k for k, v in self.mix.items() if v > 0)
         counts[first] += self.episodes - sum(counts.values())
         return counts
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,8 @@ def parse_ratings(text: str, *, where: str = "ratings") -> list[tuple[str, float
             if len(parts) != 3 or not parts[2].strip():
                 raise ValueError
             rating = float(parts[1])
+            if not math.isfinite(rating):  # nan would fall outside both label ranges
+                raise ValueError
         except ValueError:
             raise AttnlabError(f"{where} line {n}: expected 'id<TAB>rating<TAB>sentence', got "
                                f"{line[:60]!r}") from None
