@@ -788,7 +788,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, metavar="SOURCE",
                    help="a run directory, an HF folder, a GGUF file or a model name")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
-    p.add_argument("--batches", type=positive_int, help="validation batches (default: config)")
+    p.add_argument("--batches", type=positive_int,
+                   help="validation batches of an lm, icl-regression or seq2seq run (default: "
+                   "config); the other tasks score whole splits")
     p.add_argument("--attention", help="evaluate the same weights with this mechanism")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="an option of --attention, e.g. window=64 (repeatable)")

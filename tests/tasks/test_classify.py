@@ -99,6 +99,9 @@ def test_cli_trains_a_classifier_that_beats_chance(tmp_path, capsys):
 
     assert main(["generate", str(run), "--prompt", "x"]) == 2
     assert "language model" in capsys.readouterr().err
+    # its evaluation scores whole splits: a bound on batches is refused, not ignored
+    assert main(["eval", str(run), "--batches", "1"]) == 2
+    assert "classify run is evaluated on its whole splits" in capsys.readouterr().err
 
 
 def test_cli_resumes_a_classifier_bit_identically(tmp_path):

@@ -28,7 +28,8 @@ class Swap:
     """What `with_attention` did.
 
     Args:
-        model: the rebuilt model (same class, same weights, new mechanism; eval mode).
+        model: the rebuilt model (same class, same weights, new mechanism; in the train or
+            eval mode of the model it came from).
         new: parameter names that kept their fresh initialization (buffers a mechanism draws
             for itself, like hash seeds, are not listed).
         dropped: pretrained parameter names the new model has no place for.

@@ -77,6 +77,7 @@ class SequenceClassificationRun:
 
     model_class = Encoder
     sized_fields = ("vocab_size", "num_classes")  # filled in from the data, not the recipe
+    bounded_eval = False  # evaluate() scores whole splits
 
     def build(self, cfg, run_dir: Path, *, device, dist, fresh: bool):
         """The labelled dataset at the model's `max_len` and an encoder sized to it."""

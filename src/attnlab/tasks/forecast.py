@@ -127,6 +127,7 @@ class ForecastRun:
 
     model_class = Forecaster
     sized_fields = ()
+    bounded_eval = False  # evaluate() scores whole splits
 
     @staticmethod
     def _task(model, cfg, device="cpu") -> Forecasting:

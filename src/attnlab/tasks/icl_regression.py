@@ -119,6 +119,7 @@ class InContextRegressionRun:
 
     model_class = FunctionGPT
     sized_fields = ()
+    bounded_eval = True  # evaluate() honours `batches`
     paced_by_max_steps = True  # the curriculum (see above) grows over train.max_steps
 
     @staticmethod

@@ -91,6 +91,7 @@ class LanguageModelingRun:
 
     model_class = GPT
     sized_fields = ("vocab_size",)  # filled in from the tokenizer, not the recipe
+    bounded_eval = True  # evaluate() honours `batches`
 
     def build(self, cfg, run_dir: Path, *, device, dist, fresh: bool):
         """(LanguageModeling, tokenizer): a fresh tokenizer is trained on the text."""

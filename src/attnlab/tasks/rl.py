@@ -209,6 +209,7 @@ class OfflineRLRun:
 
     model_class = DecisionTransformer
     sized_fields = ("state_dim", "act_dim", "discrete", "max_ep_len")  # filled from the data
+    bounded_eval = False  # evaluate() scores whole splits
 
     def build(self, cfg, run_dir: Path, *, device, dist, fresh: bool):
         """The dataset, and a network sized to it with its state statistics."""

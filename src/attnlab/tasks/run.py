@@ -40,8 +40,9 @@ from attnlab.viz.curves import plot_training
 
 #: task name -> how its run is built, reloaded and evaluated. A kind has `model_class`,
 #: `sized_fields` (model fields its data fill in), `build(cfg, run_dir, device=, dist=, fresh=)
-#: -> (task, tokenizer or None)`, `load_tokenizer(run_dir)`, `describe(task)` and
-#: `evaluate(model, tokenizer, cfg, batches=)`; tasks.config.TASK_MODELS names its model config.
+#: -> (task, tokenizer or None)`, `load_tokenizer(run_dir)`, `describe(task)`,
+#: `evaluate(model, tokenizer, cfg, batches=)` and `bounded_eval` (whether that evaluation
+#: honours `batches`); tasks.config.TASK_MODELS names its model config.
 TASKS = {"lm": LanguageModelingRun(), "classify": SequenceClassificationRun(),
          "icl-regression": InContextRegressionRun(), "seq2seq": Seq2SeqRun(),
          "seq2seq-lm": Seq2SeqLMRun(), "text-classify": TextClassificationRun(),
@@ -381,13 +382,19 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", batches: int | None
     Args:
         run_dir: the run directory; its data must be those it was trained on (sha256).
         checkpoint: "best" or "last".
-        batches: bounds the batches evaluated (default: the run's train.eval_batches).
+        batches: bounds the batches evaluated (default: the run's train.eval_batches), for
+            the tasks whose evaluation takes a bound (`bounded_eval`); the others score their
+            whole splits and refuse it.
         attention, options: a mechanism (and its options) to evaluate the weights under.
     """
     if batches is not None and (isinstance(batches, bool) or not isinstance(batches, int)
                                 or batches < 1):
         raise AttnlabError(f"batches must be an integer >= 1 (or None), got {batches!r}")
     model, tokenizer, cfg = load_run(run_dir, checkpoint=checkpoint)
+    if batches is not None and not TASKS[cfg.task].bounded_eval:
+        bounded = ", ".join(name for name, kind in TASKS.items() if kind.bounded_eval)
+        raise AttnlabError(f"a {cfg.task} run is evaluated on its whole splits; batches "
+                           f"(--batches) bounds the evaluation of {bounded} runs only")
     check_data(cfg, fresh=False)
     if attention is not None:
         model = with_attention(model, attention, options).model

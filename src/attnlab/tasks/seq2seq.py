@@ -275,6 +275,7 @@ class _PairRun:
 
     task_class: type[_PairTask]
     sized_fields = ("vocab_size",)  # the tokenizer's vocabulary + 4 special ids
+    bounded_eval = True  # evaluate() honours `batches`
 
     def __init__(self, eval_sentences: int = 200, beam_size: int = 4, alpha: float = 0.6):
         self.eval_sentences, self.beam_size, self.alpha = eval_sentences, beam_size, alpha

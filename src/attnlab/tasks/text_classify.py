@@ -232,6 +232,7 @@ class TextClassificationRun:
 
     model_class = Encoder
     sized_fields = ("vocab_size", "num_classes")  # filled in from the tokenizer and the data
+    bounded_eval = False  # evaluate() scores whole splits
 
     def build(self, cfg, run_dir: Path, *, device, dist, fresh: bool):
         """Data, tokenizer and model: from the pretrained source or trained here on a new
@@ -291,7 +292,7 @@ class TextClassificationRun:
 
     def evaluate(self, model, tokenizer, cfg, *, batches: int | None = None) -> dict:
         """Validation and test loss and accuracy, beside chance and the majority class.
-        `batches` is not used: the splits are small enough to score whole."""
+        The splits are small enough to score whole: `bounded_eval` is False."""
         data = load_sentiment(cfg.data.source, seed=SPLIT_SEED)
         task = TextClassification(model, tokenizer, data, max_tokens=cfg.model.max_tokens,
                                   batch_size=cfg.train.batch_size)

@@ -95,6 +95,7 @@ class ImageClassificationRun:
 
     model_class = ViT
     sized_fields = ("image_size", "channels", "num_classes")  # filled in from the data
+    bounded_eval = False  # evaluate() scores whole splits
 
     def build(self, cfg, run_dir: Path, *, device, dist, fresh: bool):
         """The image set and a ViT sized to it."""
