@@ -36,15 +36,21 @@ def test_noisy_episodes_draw_their_epsilon_from_the_range():
     assert len(set(eps.tolist())) == 4  # one draw per episode, not the range's end
 
 
-def test_a_named_dataset_is_generated_once_then_loaded(monkeypatch):
+@pytest.fixture
+def generations(monkeypatch) -> list:
+    """Named dataset "tiny" registered; the list gets an item per dataset generated."""
     monkeypatch.setitem(offline_rl.DATASETS, "tiny", TINY)
     calls = []
     real = offline_rl.generate
     monkeypatch.setattr(offline_rl, "generate",
                         lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    return calls
+
+
+def test_a_named_dataset_is_generated_once_then_loaded(generations):
     first = load_dataset("tiny", progress=False)
     second = load_dataset("tiny", progress=False)
-    assert calls == [1] and second.meta["sha256"] == first.meta["sha256"]
+    assert generations == [1] and second.meta["sha256"] == first.meta["sha256"]
 
 
 def test_a_sidecar_of_another_format_or_not_json_is_one_clear_error(tmp_path):
@@ -80,16 +86,12 @@ def test_a_mix_without_a_positive_share_or_with_a_negative_one_is_refused(mix, m
         DatasetSpec("CartPole-v1", 4, mix).counts()
 
 
-def test_a_cached_dataset_of_another_format_version_is_not_reused(monkeypatch):
-    monkeypatch.setitem(offline_rl.DATASETS, "tiny", TINY)
-    calls = []
-    real = offline_rl.generate
-    monkeypatch.setattr(offline_rl, "generate",
-                        lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+def test_a_cached_dataset_of_another_format_version_is_not_reused(generations,
+                                                                  monkeypatch):
     load_dataset("tiny", progress=False)
     monkeypatch.setattr(offline_rl, "FORMAT_VERSION", offline_rl.FORMAT_VERSION + 1)
     load_dataset("tiny", progress=False)  # new generator version: made anew, not the old file
-    assert calls == [1, 1]
+    assert generations == [1, 1]
 
 
 def test_saving_to_another_suffix_is_refused(tmp_path):
